@@ -1,0 +1,788 @@
+# Copyright: (c) 2026, fslinks.snapshots contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Clone or copy files and trees, with a reflink policy.
+
+One walker serves every caller: ``reflink_copy`` (into a dest that may
+already exist: compare, replace atomically) and snapshots (into a fresh
+``.partial`` directory, optionally hard-linking unchanged files from the
+previous snapshot).
+"""
+
+import errno
+import os
+import stat
+import time
+
+from . import _ioctl
+from ._errors import BadInput, Changed, CrossDevice, LinkError, NotSupported, from_oserror
+from ._tree import (
+    DIR_FLAGS, FILE_FLAGS, PRESERVE_ALL, Meta, apply_meta_at, apply_meta_fd, display, join,
+    lstat_at, meta_at, open_dir, open_dir_at, raise_fd_limit, read_xattrs, remove_tree_at,
+)
+
+POLICIES = ('always', 'auto', 'never')
+_FS_LEVEL_ERRORS = (NotSupported, CrossDevice)
+_SENDFILE_MAX = 0x7ffff000
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def new_stats():
+    return {
+        'files': 0, 'dirs': 0, 'symlinks': 0, 'specials': 0,
+        'linked': 0, 'reflinked': 0, 'copied': 0, 'hardlinks': 0, 'unchanged': 0,
+        'metadata': 0, 'bytes_cloned': 0, 'bytes_copied': 0, 'bytes_linked': 0,
+        'changed_during_run': 0,
+    }
+
+
+def copy_sparse(src_fd, dst_fd, size, where='dest'):
+    """Copy data without sharing it, keeping holes as holes.  sendfile does
+    the copy in the kernel and, unlike copy_file_range, never reflinks."""
+    copied = 0
+    pos = 0
+    while pos < size:
+        try:
+            data = os.lseek(src_fd, pos, os.SEEK_DATA)
+            hole = os.lseek(src_fd, data, os.SEEK_HOLE)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:        # only a hole is left
+                break
+            if exc.errno != errno.EINVAL:        # EINVAL: no SEEK_DATA here
+                raise
+            data, hole = pos, size
+        hole = min(hole, size)
+        os.lseek(dst_fd, data, os.SEEK_SET)
+        offset = data
+        while offset < hole:
+            sent = os.sendfile(dst_fd, src_fd, offset, min(hole - offset, _SENDFILE_MAX))
+            if sent == 0:                        # src shrank under us
+                break
+            offset += sent
+        copied += offset - data
+        if offset < hole:
+            break
+        pos = hole
+    os.ftruncate(dst_fd, size)
+    return copied
+
+
+class DataCopier(object):
+    """Moves one file's data with a policy, remembering per device pair that
+    the kernel said "no reflink here" so that it asks only once."""
+
+    def __init__(self, policy):
+        if policy not in POLICIES:
+            raise BadInput('reflink must be one of %s, not %r' % (', '.join(POLICIES), policy))
+        self.policy = policy
+        self._no_clone = {}
+
+    def predict(self, src_dev, dst_dev):
+        """'reflink' or 'copy', as far as we know without trying."""
+        if self.policy == 'never' or (src_dev, dst_dev) in self._no_clone:
+            return 'copy'
+        return 'reflink'
+
+    def transfer(self, src_fd, dst_fd, size, src_dev, dst_dev, where):
+        """Returns ('reflink'|'copy', bytes)."""
+        if self.policy != 'never' and (src_dev, dst_dev) not in self._no_clone:
+            try:
+                _ioctl.clone_file(src_fd, dst_fd, where)
+                return 'reflink', size
+            except _FS_LEVEL_ERRORS as exc:
+                if self.policy == 'always':
+                    raise type(exc)('reflink: %s: %s' % (where, _reason(exc)), where, exc.errno)
+                # EINVAL can be per file (btrfs nodatacow); the others are
+                # properties of the filesystem pair.
+                if exc.errno != errno.EINVAL:
+                    self._no_clone[(src_dev, dst_dev)] = exc
+        return 'copy', copy_sparse(src_fd, dst_fd, size, where)
+
+
+    def probe(self, src_fd, dest_dir_fd, where):
+        """Clone src into an anonymous O_TMPFILE in dest's directory, before
+        anything is created: reflink=always fails early with nothing left
+        behind, auto learns to copy straight away.  Cannot probe (no
+        O_TMPFILE, read-only...)?  The real run will tell."""
+        if self.policy == 'never':
+            return
+        key = (os.fstat(src_fd).st_dev, os.fstat(dest_dir_fd).st_dev)
+        try:
+            tmp = os.open('.', os.O_RDWR | os.O_CLOEXEC | os.O_TMPFILE, 0o600, dir_fd=dest_dir_fd)
+        except OSError:
+            return
+        try:
+            _ioctl.clone_file(src_fd, tmp, where)
+        except _FS_LEVEL_ERRORS as exc:
+            if self.policy == 'always':
+                raise type(exc)('reflink: %s: %s' % (where, _reason(exc)), where, exc.errno)
+            if exc.errno != errno.EINVAL:
+                self._no_clone[key] = exc
+        finally:
+            os.close(tmp)
+
+
+def _reason(exc):
+    if isinstance(exc, CrossDevice):
+        return 'src and dest are on different filesystems'
+    return _ioctl.REFLINK_UNSUPPORTED
+
+
+class TreeCopier(object):
+    """Copy one file or tree from src to dest.
+
+    policy     -- always | auto | never (reflink)
+    preserve   -- subset of mode, ownership, timestamps, xattrs
+    fresh      -- dest is a new empty directory: skip every comparison
+    link_from  -- fd of a previous copy: link unchanged files from it (rsync --link-dest)
+    excluder   -- _tree.Excluder or None
+    one_fs     -- do not descend into other filesystems (their mount point dir is kept)
+    dry_run    -- decide and count, write nothing
+    report     -- callback(rel, action, src_meta, dest_meta) for plans and diffs
+    """
+
+    def __init__(self, policy='auto', preserve=PRESERVE_ALL, fresh=False, link_from=None,
+                 excluder=None, one_fs=False, dry_run=False, report=None, fsync=False):
+        self.copier = DataCopier(policy)
+        self.preserve = frozenset(preserve)
+        self.fresh = fresh
+        self.link_from = link_from
+        self.excluder = excluder
+        self.one_fs = one_fs
+        self.dry_run = dry_run
+        self.report = report
+        self.fsync = fsync
+        self.xattrs = 'xattrs' in self.preserve
+        self.stats = new_stats()
+        self._inodes = {}       # (dev, ino) of src files with nlink > 1 -> [dest rel, links left]
+        self._dest_root = None
+        self._root_dev = None
+        self.dest_dev = None    # for predictions where dest does not exist yet
+        self.changes = 0
+
+    # ------------------------------------------------------------ entry points
+
+    def copy_tree(self, src_fd, dst_fd):
+        """Copy the contents of the open directory src_fd into dst_fd
+        (which exists), then the root's metadata."""
+        raise_fd_limit()
+        self._dest_root = dst_fd
+        root_st = os.fstat(src_fd)
+        self._root_dev = root_st.st_dev
+        self._walk(src_fd, dst_fd, self.link_from, root_st)
+
+    # ------------------------------------------------------------ the walk
+
+    def _walk(self, src_root, dst_root, prev_root, root_st):
+        # Explicit stack: deep trees must not hit Python's recursion limit.
+        # Frame: [src_fd, dst_fd or None, prev_fd or None, rel, entries, src_meta]
+        stack = [[src_root, dst_root, prev_root, b'', None, self._dir_meta(src_root, root_st), False]]
+        try:
+            while stack:
+                frame = stack[-1]
+                if frame[4] is None:
+                    frame[4] = iter(self._entries(frame[0], frame[3]))
+                child = next(frame[4], None)
+                if child is None:
+                    stack.pop()
+                    self._finish_dir(frame, stack[-1] if stack else None)
+                    continue
+                pushed = self._entry(frame, child)
+                if pushed is not None:
+                    stack.append(pushed)
+        finally:
+            for frame in stack[1:]:
+                self._close_frame(frame)
+
+    def _entries(self, src_fd, rel):
+        try:
+            with os.scandir(src_fd) as it:
+                return [(os.fsencode(e.name), e) for e in it]
+        except OSError as exc:
+            raise from_oserror(exc, display(rel or b'.'), 'read directory')
+
+    def _close_frame(self, frame):
+        for fd in (frame[0], frame[1], frame[2]):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+        frame[0] = frame[1] = frame[2] = None
+
+    def _dir_meta(self, fd, st):
+        return Meta(st, read_xattrs(fd) if self.xattrs else None)
+
+    def _entry(self, frame, child):
+        name, dirent = child
+        src_fd, dst_fd, prev_fd, rel = frame[0], frame[1], frame[2], frame[3]
+        path = join(rel, name)
+        try:
+            st = dirent.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            self.stats['changed_during_run'] += 1     # vanished since readdir
+            return None
+        mode = st.st_mode
+        if self.excluder and self.excluder.excluded(path, name, stat.S_ISDIR(mode)):
+            return None
+        try:
+            if stat.S_ISDIR(mode):
+                return self._dir(src_fd, dst_fd, prev_fd, name, path, st)
+            if stat.S_ISREG(mode):
+                self._file(src_fd, dst_fd, prev_fd, name, path, st)
+            elif stat.S_ISLNK(mode):
+                self._symlink(src_fd, dst_fd, name, path, st)
+            else:
+                self._special(src_fd, dst_fd, name, path, st)
+        except FileNotFoundError as exc:
+            if lstat_at(src_fd, name) is None:
+                self.stats['changed_during_run'] += 1
+                return None
+            raise from_oserror(exc, display(path), 'copy')
+        except LinkError:
+            raise
+        except OSError as exc:
+            raise from_oserror(exc, display(path), 'copy')
+        return None
+
+    # ------------------------------------------------------------ directories
+
+    def _dir(self, src_fd, dst_fd, prev_fd, name, path, st):
+        self.stats['dirs'] += 1
+        child_src = open_dir_at(src_fd, name, expect=st, where=path)
+        meta = self._dir_meta(child_src, st)
+        child_dst = child_prev = None
+        try:
+            existing = None if (self.fresh or dst_fd is None) else lstat_at(dst_fd, name)
+            if existing is not None and not stat.S_ISDIR(existing.st_mode):
+                raise BadInput('%s: src is a directory but dest is not; remove it first'
+                               % display(path), display(path), errno.ENOTDIR)
+            if existing is None:
+                self._report(path, 'create', meta, None)
+                if not self.dry_run:
+                    os.mkdir(name, 0o700, dir_fd=dst_fd)
+            if dst_fd is not None and (existing is not None or not self.dry_run):
+                child_dst = open_dir_at(dst_fd, name, where=path)
+            if prev_fd is not None:
+                prev_st = lstat_at(prev_fd, name)
+                if prev_st is not None and stat.S_ISDIR(prev_st.st_mode):
+                    child_prev = open_dir_at(prev_fd, name, where=path)
+        except BaseException:
+            for fd in (child_src, child_dst, child_prev):
+                if fd is not None:
+                    os.close(fd)
+            raise
+        if self.one_fs and st.st_dev != self._root_dev:
+            # Keep the mount point itself, not what is mounted there (rsync -x).
+            self._set_dir_meta(child_dst, path, meta, existing)
+            for fd in (child_src, child_dst, child_prev):
+                if fd is not None:
+                    os.close(fd)
+            return None
+        return [child_src, child_dst, child_prev, path, None, meta, existing is not None]
+
+    def _finish_dir(self, frame, parent):
+        """After the children: the directory's own metadata (its mtime moved
+        while we created entries in it)."""
+        if parent is None:     # the root: caller owns the fds
+            existing = None if self.fresh else os.fstat(frame[1])
+            self._set_dir_meta(frame[1], frame[3], frame[5], existing)
+            return
+        try:
+            existing = os.fstat(frame[1]) if (frame[6] and frame[1] is not None) else None
+            self._set_dir_meta(frame[1], frame[3], frame[5], existing)
+        finally:
+            self._close_frame(frame)
+
+    def _set_dir_meta(self, dst_fd, path, meta, existing):
+        if existing is not None and not self.fresh:
+            before = Meta(existing, read_xattrs(dst_fd) if self.xattrs else None)
+            diff = meta.differs(before, self.preserve)
+            if not diff:
+                return
+            self.stats['metadata'] += 1
+            self._report(path, 'metadata', meta, before)
+        if self.dry_run or dst_fd is None:
+            return
+        apply_meta_fd(dst_fd, meta, self.preserve)
+
+    # ------------------------------------------------------------ files
+
+    def _file(self, src_fd, dst_fd, prev_fd, name, path, st, dname=None):
+        """Regular file src_fd/name to dst_fd/dname (dname defaults to name)."""
+        dname = dname or name
+        self.stats['files'] += 1
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1:
+            first = self._inodes.get(key)
+            if first is not None:
+                self._inner_hardlink(dst_fd, dname, path, first, key)
+                return
+            self._inodes[key] = [path, st.st_nlink - 1]
+        existing = None if (self.fresh or dst_fd is None) else lstat_at(dst_fd, dname)
+        if existing is not None and stat.S_ISDIR(existing.st_mode):
+            raise BadInput('%s: src is a file but dest is a directory; remove it first'
+                           % display(path), display(path), errno.EISDIR)
+        src_meta = None
+        if prev_fd is not None and existing is None:
+            src_meta = meta_at(src_fd, name, st, self.xattrs)
+            if self._link_unchanged(prev_fd, dst_fd, name, path, src_meta):
+                return
+        fd = self._open_src(src_fd, name, st, path)
+        try:
+            if src_meta is None:
+                src_meta = Meta(st, read_xattrs(fd) if self.xattrs else None)
+            if existing is not None and stat.S_ISREG(existing.st_mode):
+                if self._refresh_existing(fd, dst_fd, dname, path, src_meta, existing):
+                    return
+            self._write_file(fd, dst_fd, dname, path, src_meta, existing)
+        finally:
+            os.close(fd)
+
+    def _open_src(self, src_fd, name, st, path):
+        try:
+            fd = os.open(name, FILE_FLAGS, dir_fd=src_fd)
+        except OSError as exc:
+            raise from_oserror(exc, display(path), 'open')
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(now.st_mode):
+            os.close(fd)
+            raise Changed('open: %s: replaced while being read' % display(path), display(path), errno.EAGAIN)
+        return fd
+
+    def _link_unchanged(self, prev_fd, dst_fd, name, path, src_meta):
+        """rsync --link-dest: link when equal in every preserved attribute."""
+        prev_st = lstat_at(prev_fd, name)
+        if prev_st is None or not stat.S_ISREG(prev_st.st_mode):
+            return False
+        prev_meta = meta_at(prev_fd, name, prev_st, self.xattrs)
+        if src_meta.differs(prev_meta, PRESERVE_ALL if self.xattrs else PRESERVE_ALL - {'xattrs'}):
+            return False
+        self._report(path, 'link', src_meta, None)
+        if not self.dry_run:
+            try:
+                os.link(name, name, src_dir_fd=prev_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno == errno.EMLINK:     # too many links: fall back to a new copy
+                    return False
+                raise
+        self.stats['linked'] += 1
+        self.stats['bytes_linked'] += src_meta.size
+        return True
+
+    def _refresh_existing(self, fd, dst_fd, name, path, src_meta, existing):
+        """An existing dest file: True if its data is already src's (same
+        size and mtime, or every extent shared), fixing metadata in place."""
+        dest_meta = meta_at(dst_fd, name, existing, self.xattrs)
+        same_data = existing.st_size == src_meta.size and (
+            ('timestamps' in self.preserve and existing.st_mtime_ns == src_meta.mtime_ns)
+            or self._fully_shared(fd, dst_fd, name))
+        if not same_data:
+            return False
+        diff = src_meta.differs(dest_meta, self.preserve)
+        if not diff:
+            self.stats['unchanged'] += 1
+            return True
+        self.stats['metadata'] += 1
+        self._report(path, 'metadata', src_meta, dest_meta)
+        if not self.dry_run:
+            dfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst_fd)
+            try:
+                apply_meta_fd(dfd, src_meta, self.preserve)
+            finally:
+                os.close(dfd)
+        return True
+
+    def _fully_shared(self, fd, dst_fd, name):
+        try:
+            dfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst_fd)
+        except OSError:
+            return False
+        try:
+            return extents_equal(fd, dfd)
+        finally:
+            os.close(dfd)
+
+    def _write_file(self, fd, dst_fd, name, path, src_meta, existing):
+        """New data for dest: into a temporary name when dest exists (then
+        renamed over it), straight to the name in a fresh tree."""
+        before = Meta(existing) if existing is not None else None
+        if self.dry_run:
+            method = self.copier.predict(os.fstat(fd).st_dev, self._dest_dev(dst_fd))
+            self._count_write(method, src_meta.size)
+            self._report(path, method, src_meta, before)
+            return
+        tmp = name if self.fresh else temp_name(name)
+        out = os.open(tmp, _CREATE, 0o600, dir_fd=dst_fd)
+        try:
+            method, nbytes = self.copier.transfer(fd, out, src_meta.size, os.fstat(fd).st_dev,
+                                                  os.fstat(out).st_dev, display(path))
+            after = os.fstat(fd)
+            if after.st_size != src_meta.size or after.st_mtime_ns != src_meta.mtime_ns:
+                self.stats['changed_during_run'] += 1
+            apply_meta_fd(out, src_meta, self.preserve)
+            if self.fsync:
+                os.fsync(out)
+        except BaseException:
+            os.close(out)
+            _unlink_quietly(dst_fd, tmp)
+            raise
+        os.close(out)
+        if tmp != name:
+            try:
+                os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
+            except BaseException:
+                _unlink_quietly(dst_fd, tmp)
+                raise
+        self._count_write(method, nbytes if method == 'copy' else src_meta.size)
+        self._report(path, method, src_meta, before)
+
+    def _count_write(self, method, nbytes):
+        if method == 'reflink':
+            self.stats['reflinked'] += 1
+            self.stats['bytes_cloned'] += nbytes
+        else:
+            self.stats['copied'] += 1
+            self.stats['bytes_copied'] += nbytes
+
+    def _dest_dev(self, dst_fd):
+        return os.fstat(dst_fd).st_dev if dst_fd is not None else self.dest_dev
+
+    def _inner_hardlink(self, dst_fd, name, path, first, key):
+        """A later name of an inode already copied: link it to the first."""
+        first_rel = first[0]
+        first[1] -= 1
+        if first[1] <= 0:
+            del self._inodes[key]
+        self.stats['hardlinks'] += 1
+        existing = None if (self.fresh or dst_fd is None) else lstat_at(dst_fd, name)
+        if existing is not None and dst_fd is not None:
+            target = lstat_at(self._dest_root, first_rel)
+            if target is not None and (target.st_dev, target.st_ino) == (existing.st_dev, existing.st_ino):
+                self.stats['unchanged'] += 1
+                return
+            if stat.S_ISDIR(existing.st_mode):
+                raise BadInput('%s: src is a file but dest is a directory; remove it first'
+                               % display(path), display(path), errno.EISDIR)
+        self._report(path, 'hardlink', None, None)
+        if self.dry_run:
+            return
+        tmp = name if existing is None else temp_name(name)
+        os.link(first_rel, tmp, src_dir_fd=self._dest_root, dst_dir_fd=dst_fd, follow_symlinks=False)
+        if tmp != name:
+            os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
+
+    # ------------------------------------------------------------ symlinks and specials
+
+    def _symlink(self, src_fd, dst_fd, name, path, st):
+        self.stats['symlinks'] += 1
+        target = os.readlink(name, dir_fd=src_fd)
+        meta = meta_at(src_fd, name, st, self.xattrs)
+        existing = None if (self.fresh or dst_fd is None) else lstat_at(dst_fd, name)
+        if existing is not None:
+            if stat.S_ISDIR(existing.st_mode):
+                raise BadInput('%s: src is a symlink but dest is a directory; remove it first'
+                               % display(path), display(path), errno.EISDIR)
+            if stat.S_ISLNK(existing.st_mode) and os.readlink(name, dir_fd=dst_fd) == target:
+                self._fix_meta_at(dst_fd, name, path, meta, existing)
+                return
+        self._report(path, 'symlink', meta, Meta(existing) if existing is not None else None)
+        if self.dry_run:
+            return
+        tmp = name if existing is None else temp_name(name)
+        os.symlink(target, tmp, dir_fd=dst_fd)
+        self._finish_at(dst_fd, tmp, name, meta)
+
+    def _special(self, src_fd, dst_fd, name, path, st):
+        self.stats['specials'] += 1
+        meta = meta_at(src_fd, name, st, self.xattrs)
+        existing = None if (self.fresh or dst_fd is None) else lstat_at(dst_fd, name)
+        if existing is not None:
+            if stat.S_ISDIR(existing.st_mode):
+                raise BadInput('%s: src is a special file but dest is a directory; remove it first'
+                               % display(path), display(path), errno.EISDIR)
+            if stat.S_IFMT(existing.st_mode) == stat.S_IFMT(st.st_mode) and existing.st_rdev == st.st_rdev:
+                self._fix_meta_at(dst_fd, name, path, meta, existing)
+                return
+        self._report(path, 'special', meta, Meta(existing) if existing is not None else None)
+        if self.dry_run:
+            return
+        tmp = name if existing is None else temp_name(name)
+        os.mknod(tmp, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev, dir_fd=dst_fd)
+        self._finish_at(dst_fd, tmp, name, meta)
+
+    def _fix_meta_at(self, dst_fd, name, path, meta, existing):
+        before = meta_at(dst_fd, name, existing, self.xattrs)
+        if not meta.differs(before, self.preserve):
+            self.stats['unchanged'] += 1
+            return
+        self.stats['metadata'] += 1
+        self._report(path, 'metadata', meta, before)
+        if not self.dry_run:
+            apply_meta_at(dst_fd, name, meta, self.preserve)
+
+    def _finish_at(self, dst_fd, tmp, name, meta):
+        try:
+            apply_meta_at(dst_fd, tmp, meta, self.preserve)
+            if tmp != name:
+                os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
+        except BaseException:
+            if tmp != name:
+                _unlink_quietly(dst_fd, tmp)
+            raise
+
+    def _report(self, path, action, src_meta, dest_meta):
+        """Every change goes through here: it is what makes a run 'changed'."""
+        self.changes += 1
+        if self.report is not None:
+            self.report(path, action, src_meta, dest_meta)
+
+
+def temp_name(name):
+    """A hidden name next to ``name`` for write-then-rename."""
+    return b'.%s.fslinks-%d-%d.tmp' % (name[:200], os.getpid(), time.monotonic_ns() % 1000000007)
+
+
+def _unlink_quietly(dfd, name):
+    try:
+        os.unlink(name, dir_fd=dfd)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------- sharing
+
+def data_extents(fd, where='file'):
+    """Comparable data extents (logical, physical, length), merged where
+    contiguous, or None if some extent has no stable address (inline,
+    delayed, unknown, encoded)."""
+    out = []
+    for ext in _ioctl.fiemap(fd, where):
+        if not ext.comparable:
+            return None
+        if out and out[-1][0] + out[-1][2] == ext.logical and out[-1][1] + out[-1][2] == ext.physical:
+            last = out[-1]
+            out[-1] = (last[0], last[1], last[2] + ext.length)
+        else:
+            out.append((ext.logical, ext.physical, ext.length))
+    return out
+
+
+def extents_equal(fd_a, fd_b):
+    """True if both files have the same size and their data lives at the
+    same physical places (a reflink or the same inode).  Reads no data."""
+    sa, sb = os.fstat(fd_a), os.fstat(fd_b)
+    if sa.st_size != sb.st_size:
+        return False
+    if (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino):
+        return True
+    try:
+        ea, eb = data_extents(fd_a), data_extents(fd_b)
+    except LinkError:
+        return False
+    if ea is None or eb is None:
+        # Inline (tiny) data has no address of its own: compare the bytes,
+        # which live in metadata anyway.
+        return sa.st_size <= _INLINE_MAX and _same_bytes(fd_a, fd_b, sa.st_size)
+    return ea == eb and (bool(ea) or sa.st_size == 0)
+
+
+_INLINE_MAX = 64 * 1024
+
+
+def _same_bytes(fd_a, fd_b, size):
+    return os.pread(fd_a, size, 0) == os.pread(fd_b, size, 0)
+
+
+def shared_bytes(fd_a, fd_b):
+    """Bytes of a's data whose physical blocks are also b's data blocks."""
+    def ranges(fd):
+        return sorted((e.physical, e.physical + e.length) for e in _ioctl.fiemap(fd) if e.comparable)
+    ra, rb = ranges(fd_a), ranges(fd_b)
+    total = i = j = 0
+    while i < len(ra) and j < len(rb):
+        lo, hi = max(ra[i][0], rb[j][0]), min(ra[i][1], rb[j][1])
+        if lo < hi:
+            total += hi - lo
+        if ra[i][1] < rb[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+# ---------------------------------------------------------------- one request
+
+def _first_regular_file(root_fd, limit=10000):
+    """An open fd of some regular file under root_fd (for probing), or None.
+    Looks at no more than ``limit`` entries."""
+    queue = [root_fd]
+    seen = 0
+    opened = []
+    try:
+        while queue and seen < limit:
+            dfd = queue.pop(0)
+            with os.scandir(dfd) as it:
+                for entry in it:
+                    seen += 1
+                    if entry.is_file(follow_symlinks=False):
+                        try:
+                            return os.open(entry.name, FILE_FLAGS, dir_fd=dfd)
+                        except OSError:
+                            continue
+                    if entry.is_dir(follow_symlinks=False) and len(opened) < 64:
+                        try:
+                            fd = os.open(entry.name, DIR_FLAGS, dir_fd=dfd)
+                        except OSError:
+                            continue
+                        opened.append(fd)
+                        queue.append(fd)
+        return None
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
+def _method(stats):
+    if stats['copied']:
+        return 'copy'
+    if stats['reflinked']:
+        return 'reflink'
+    return 'none'
+
+
+def utc_stamp(now=None):
+    return time.strftime('%Y-%m-%dT%H%M%SZ', time.gmtime(now))
+
+
+def reflink_copy(src, dest, policy='auto', preserve=PRESERVE_ALL, force=True, backup=False,
+                 dry_run=False, report=None):
+    """Copy file or tree ``src`` to ``dest`` (the copy itself, like cp -T),
+    sharing data where the filesystem can.  Returns a result dict with
+    changed, method, files, bytes_cloned, bytes_copied, backup_file, stats.
+
+    The top-level src and dest are the caller's words: symlinks in them are
+    followed (dest's last component excepted); nothing inside a tree is.
+    """
+    src_b, dest_b = os.fsencode(src), os.fsencode(dest)
+    for label, path in (('src', src_b), ('dest', dest_b)):
+        if not os.path.isabs(path):
+            raise BadInput('%s must be an absolute path, got %s' % (label, display(path)), display(path))
+    src_real = os.path.realpath(src_b)
+    try:
+        src_st = os.stat(src_real)
+    except OSError as exc:
+        raise from_oserror(exc, display(src_b), 'src')
+    dest_b = dest_b.rstrip(b'/') or b'/'
+    parent, name = os.path.split(dest_b)
+    if not name or name in (b'.', b'..'):
+        raise BadInput('dest must name a file or directory, got %s' % display(dest_b), display(dest_b))
+    parent_real = os.path.realpath(parent)
+    dest_real = os.path.join(parent_real, name)
+    try:
+        parent_fd = os.open(parent_real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise from_oserror(exc, display(parent), 'dest directory')
+    try:
+        dest_st = lstat_at(parent_fd, name)
+        if dest_st is not None and (dest_st.st_dev, dest_st.st_ino) == (src_st.st_dev, src_st.st_ino):
+            raise BadInput('src and dest are the same file: %s' % display(dest_b), display(dest_b))
+        if stat.S_ISDIR(src_st.st_mode):
+            if dest_st is not None and not stat.S_ISDIR(dest_st.st_mode):
+                raise BadInput('src %s is a directory but dest %s exists and is not one'
+                               % (display(src_b), display(dest_b)), display(dest_b), errno.ENOTDIR)
+            if dest_real == src_real or dest_real.startswith(src_real.rstrip(b'/') + b'/'):
+                raise BadInput('dest %s is inside src %s: the copy would copy itself'
+                               % (display(dest_b), display(src_b)), display(dest_b))
+        elif stat.S_ISREG(src_st.st_mode):
+            if dest_st is not None and stat.S_ISDIR(dest_st.st_mode):
+                raise BadInput('src %s is a file but dest %s is a directory (give the full dest file name)'
+                               % (display(src_b), display(dest_b)), display(dest_b), errno.EISDIR)
+        else:
+            raise BadInput('src %s is neither a regular file nor a directory' % display(src_b), display(src_b))
+        tree = TreeCopier(policy, preserve, dry_run=dry_run, report=report)
+        if dest_st is not None and not force:
+            return _result(tree, None)
+        if backup and dest_st is not None and not dry_run:
+            plan = TreeCopier(policy, preserve, dry_run=True)
+            _run(plan, src_real, src_st, parent_fd, name, dest_st, display(dest_b))
+            if not plan.changes:
+                return _result(plan, None)
+            backup_name = _make_backup(parent_fd, name, dest_real, dest_st, preserve)
+            _run(tree, src_real, src_st, parent_fd, name, dest_st, display(dest_b))
+            return _result(tree, os.path.join(parent, backup_name))
+        _run(tree, src_real, src_st, parent_fd, name, dest_st, display(dest_b))
+        return _result(tree, None)
+    finally:
+        os.close(parent_fd)
+
+
+def _make_backup(parent_fd, name, dest_real, dest_st, preserve):
+    """Keep the old dest as ``dest.<UTC stamp>~``: a reflink where the
+    filesystem can (cheap), a copy where not."""
+    backup_name = b'%s.%s~' % (name, utc_stamp().encode())
+    if lstat_at(parent_fd, backup_name) is not None:
+        raise BadInput('backup %s already exists' % display(backup_name), display(backup_name), errno.EEXIST)
+    _run(TreeCopier('auto', preserve), dest_real, dest_st, parent_fd, backup_name, None, display(backup_name))
+    return backup_name
+
+
+def _result(tree, backup_file):
+    stats = tree.stats
+    return {
+        'changed': tree.changes > 0, 'method': _method(stats), 'files': stats['files'],
+        'bytes_cloned': stats['bytes_cloned'], 'bytes_copied': stats['bytes_copied'],
+        'backup_file': os.fsdecode(backup_file) if backup_file else None, 'stats': stats,
+    }
+
+
+def _run(tree, src_real, src_st, parent_fd, name, dest_st, where):
+    """Run a TreeCopier for one request: a file, or a tree built in a
+    temporary directory and renamed into place when dest is new."""
+    tree.dest_dev = os.fstat(parent_fd).st_dev
+    tree._dest_root = parent_fd
+    if not stat.S_ISDIR(src_st.st_mode):
+        src_parent, src_name = os.path.split(src_real)
+        sp = open_dir(src_parent)
+        try:
+            fd = os.open(src_name, FILE_FLAGS, dir_fd=sp)
+            try:
+                tree.copier.probe(fd, parent_fd, where)
+            finally:
+                os.close(fd)
+            tree._file(sp, parent_fd, None, src_name, name, src_st, dname=name)
+        finally:
+            os.close(sp)
+        return
+    src_fd = open_dir(src_real)
+    try:
+        probe = _first_regular_file(src_fd)
+        if probe is not None:
+            try:
+                tree.copier.probe(probe, parent_fd, where)
+            finally:
+                os.close(probe)
+        if dest_st is not None:
+            dst_fd = open_dir_at(parent_fd, name, where=name)
+            try:
+                tree.copy_tree(src_fd, dst_fd)
+            finally:
+                os.close(dst_fd)
+            return
+        # A new tree: build it under a hidden name, publish it by rename.
+        tree.fresh = True
+        tree._report(name, 'create', Meta(src_st), None)
+        if tree.dry_run:
+            tree.copy_tree(src_fd, None)
+            return
+        tmp = temp_name(name)
+        os.mkdir(tmp, 0o700, dir_fd=parent_fd)
+        try:
+            dst_fd = open_dir_at(parent_fd, tmp)
+            try:
+                tree.copy_tree(src_fd, dst_fd)
+                os.fsync(dst_fd)
+            finally:
+                os.close(dst_fd)
+            os.rename(tmp, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+        except BaseException:
+            remove_tree_at(parent_fd, tmp)
+            raise
+    finally:
+        os.close(src_fd)

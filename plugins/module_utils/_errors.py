@@ -1,0 +1,110 @@
+# Copyright: (c) 2026, fslinks.snapshots contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Typed errors of the engine.
+
+The kernel speaks in errno numbers; users need words.  Every OSError that
+leaves the engine is turned into one of these classes, which carry the path
+involved, the errno and a sentence that says what happened.
+"""
+
+import errno as _errno
+import os
+
+
+class LinkError(Exception):
+    """Base class: ``str(err)`` is a complete sentence naming the path."""
+
+    def __init__(self, msg, path=None, errno=None):
+        super(LinkError, self).__init__(msg)
+        self.msg = msg
+        self.path = path
+        self.errno = errno
+
+
+class BadInput(LinkError):
+    """The request itself is wrong (missing src, dest inside src, ...)."""
+
+
+class NotSupported(LinkError):
+    """The filesystem cannot do this (no reflink, no subvolumes, ...)."""
+
+
+class CrossDevice(LinkError):
+    """src and dest are on different filesystems."""
+
+
+class NoSpace(LinkError):
+    """The destination filesystem is full (blocks or inodes or quota)."""
+
+
+class PermissionDenied(LinkError):
+    """The kernel refused access (EACCES/EPERM/EROFS)."""
+
+
+class Busy(LinkError):
+    """Something else holds the object (EBUSY/ETXTBSY, or our own lock)."""
+
+
+class Changed(LinkError):
+    """The source changed under us while we were reading it."""
+
+
+NOT_SUPPORTED_ERRNOS = frozenset(
+    e for e in (
+        getattr(_errno, 'EOPNOTSUPP', None), getattr(_errno, 'ENOTSUP', None),
+        _errno.EINVAL, _errno.ENOTTY, getattr(_errno, 'ENOSYS', None),
+    ) if e is not None
+)
+
+_CLASS_BY_ERRNO = {
+    _errno.EXDEV: CrossDevice,
+    _errno.ENOSPC: NoSpace,
+    _errno.EDQUOT: NoSpace,
+    _errno.EACCES: PermissionDenied,
+    _errno.EPERM: PermissionDenied,
+    _errno.EROFS: PermissionDenied,
+    _errno.EBUSY: Busy,
+    _errno.ETXTBSY: Busy,
+    _errno.EWOULDBLOCK: Busy,
+}
+
+_WORDS = {
+    _errno.EXDEV: 'src and dest are on different filesystems',
+    _errno.ENOSPC: 'no space left on the destination filesystem',
+    _errno.EDQUOT: 'disk quota exceeded on the destination filesystem',
+    _errno.EACCES: 'permission denied',
+    _errno.EPERM: 'operation not permitted',
+    _errno.EROFS: 'the filesystem is read-only',
+    _errno.EBUSY: 'device or resource busy',
+    _errno.ETXTBSY: 'file is busy (being executed)',
+    _errno.ENOENT: 'no such file or directory',
+    _errno.ENOTDIR: 'a component of the path is not a directory',
+    _errno.ELOOP: 'is a symlink, and symlinks are never followed here',
+    _errno.EISDIR: 'is a directory',
+    _errno.EEXIST: 'already exists',
+}
+
+
+def describe(err):
+    """Words for an errno, falling back to the C library's."""
+    if err in NOT_SUPPORTED_ERRNOS:
+        return 'filesystem does not support reflink'
+    return _WORDS.get(err) or os.strerror(err)
+
+
+def from_oserror(exc, path, action, not_supported_msg=None):
+    """Turn ``exc`` (an OSError raised while doing ``action`` on ``path``)
+    into the matching LinkError subclass with a readable message.
+
+    ``not_supported_msg`` replaces the generic words for the errnos that mean
+    "this filesystem cannot do it" (EOPNOTSUPP/EINVAL/ENOTTY), which are only
+    meaningful for the feature ioctls (clone, dedupe, fiemap...).
+    """
+    if isinstance(exc, LinkError):
+        return exc
+    code = exc.errno
+    if not_supported_msg and code in NOT_SUPPORTED_ERRNOS:
+        return NotSupported('%s: %s: %s' % (action, path, not_supported_msg), path, code)
+    cls = _CLASS_BY_ERRNO.get(code, LinkError)
+    words = _WORDS.get(code) or exc.strerror or os.strerror(code or 0)
+    return cls('%s: %s: %s' % (action, path, words), path, code)
