@@ -74,6 +74,8 @@ BTRFS_IOC_SNAP_DESTROY = _ioc(_IOC_WRITE, 0x94, 15, _BTRFS_VOL_ARGS.size)
 BTRFS_IOC_SNAP_CREATE_V2 = _ioc(_IOC_WRITE, 0x94, 23, _BTRFS_VOL_ARGS_V2.size)
 BTRFS_IOC_SUBVOL_GETFLAGS = _ioc(_IOC_READ, 0x94, 25, 8)
 BTRFS_IOC_SUBVOL_SETFLAGS = _ioc(_IOC_WRITE, 0x94, 26, 8)
+BTRFS_IOC_FS_INFO = _ioc(_IOC_READ, 0x94, 31, 1024)
+_BTRFS_FSID_OFFSET = 16                                  # after max_id, num_devices
 BTRFS_SUBVOL_RDONLY = 1 << 1
 BTRFS_FIRST_FREE_OBJECTID = 256      # inode number of every subvolume root
 
@@ -219,6 +221,17 @@ def btrfs_delete_subvolume(parent_fd, name, path='subvolume'):
         fcntl.ioctl(parent_fd, BTRFS_IOC_SNAP_DESTROY, args)
     except OSError as exc:
         raise from_oserror(exc, path, 'btrfs subvolume delete', 'not a btrfs subvolume')
+
+
+def btrfs_fsid(fd):
+    """The UUID of the btrfs filesystem holding fd (the same for all its
+    subvolumes, which each have their own st_dev), or None if not btrfs."""
+    buf = bytearray(1024)
+    try:
+        fcntl.ioctl(fd, BTRFS_IOC_FS_INFO, buf, True)
+    except OSError:
+        return None
+    return bytes(buf[_BTRFS_FSID_OFFSET:_BTRFS_FSID_OFFSET + 16])
 
 
 def is_btrfs_subvolume_root(st, fstype):
