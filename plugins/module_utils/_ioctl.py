@@ -193,10 +193,11 @@ def _vol_name(name):
 
 def btrfs_snapshot(src_fd, dest_dir_fd, name, readonly=True, path='dest'):
     """Snapshot the subvolume open at src_fd as dest_dir_fd/name (O(1))."""
-    args = _BTRFS_VOL_ARGS_V2.pack(src_fd, 0, BTRFS_SUBVOL_RDONLY if readonly else 0,
-                                   b'', _vol_name(name))
+    # bytearray: fcntl copies immutable arguments only up to 1024 bytes.
+    args = bytearray(_BTRFS_VOL_ARGS_V2.pack(src_fd, 0, BTRFS_SUBVOL_RDONLY if readonly else 0,
+                                             b'', _vol_name(name)))
     try:
-        fcntl.ioctl(dest_dir_fd, BTRFS_IOC_SNAP_CREATE_V2, args)
+        fcntl.ioctl(dest_dir_fd, BTRFS_IOC_SNAP_CREATE_V2, args, True)
     except OSError as exc:
         raise from_oserror(exc, path, 'btrfs snapshot', 'not a btrfs subvolume')
 
@@ -216,9 +217,9 @@ def btrfs_set_readonly(fd, readonly, path='subvolume'):
 def btrfs_delete_subvolume(parent_fd, name, path='subvolume'):
     """Delete the subvolume parent_fd/name (it must be writable: clear the
     read-only flag first)."""
-    args = _BTRFS_VOL_ARGS.pack(-1, _vol_name(name))
+    args = bytearray(_BTRFS_VOL_ARGS.pack(-1, _vol_name(name)))
     try:
-        fcntl.ioctl(parent_fd, BTRFS_IOC_SNAP_DESTROY, args)
+        fcntl.ioctl(parent_fd, BTRFS_IOC_SNAP_DESTROY, args, True)
     except OSError as exc:
         raise from_oserror(exc, path, 'btrfs subvolume delete', 'not a btrfs subvolume')
 

@@ -1,0 +1,470 @@
+# Copyright: (c) 2026, fslinks.snapshots contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Rotating point-in-time snapshots of a tree.
+
+A run, under an exclusive lock on the snapshot root:
+  1. removes leftovers of killed runs (NAME.partial, NAME.deleting);
+  2. builds the new snapshot in NAME.partial (btrfs subvolume snapshot,
+     reflinks from src, hard links to the previous snapshot, or copies);
+  3. syncs it, publishes it by renaming it to NAME, then points ``latest``
+     at it (a symlink replaced by rename);
+  4. only then prunes by the retention policy, each victim first renamed to
+     NAME.deleting so that a half-deleted snapshot is never taken for one.
+Only names that parse as snapshot stamps count: a .partial never does.
+"""
+
+import ctypes
+import datetime
+import errno
+import fcntl
+import os
+import stat
+import time
+
+from . import _ioctl, _retention
+from ._clone import DataCopier, TreeCopier, _first_regular_file, new_stats
+from ._errors import BadInput, Busy, LinkError, NotSupported, from_oserror
+from ._mounts import mount_of, read_mounts, reflink_capable
+from ._tree import PRESERVE_ALL, Excluder, display, lstat_at, open_dir, open_dir_at, remove_tree_at
+
+METHODS = ('auto', 'btrfs', 'reflink', 'hardlink', 'copy')
+LOCK_NAME = '.fslinks-snapshot.lock'
+LATEST = 'latest'
+PARTIAL = '.partial'
+DELETING = '.deleting'
+
+
+class Request(object):
+    """A validated snapshot request."""
+
+    def __init__(self, src, dest, method='auto', keep=None, exclude=(), one_file_system=True,
+                 lock_timeout=0, dest_mode=0o700):
+        for label, path in (('src', src), ('dest', dest)):
+            if not isinstance(path, str) or not path:
+                raise BadInput('%s must be a non-empty path' % label, path)
+            if not os.path.isabs(path):
+                raise BadInput('%s must be an absolute path, got %s' % (label, path), path)
+        if method not in METHODS:
+            raise BadInput('method must be one of %s, not %r' % (', '.join(METHODS), method))
+        try:
+            self.keep = _retention.parse_keep(keep)
+            self.excluder = Excluder(exclude)
+        except ValueError as exc:
+            raise BadInput(str(exc))
+        if lock_timeout is None or lock_timeout < 0:
+            raise BadInput('lock_timeout must be 0 or more seconds')
+        self.src = os.path.realpath(src)
+        self.dest = os.path.join(os.path.realpath(os.path.dirname(dest.rstrip('/')) or '/'),
+                                 os.path.basename(dest.rstrip('/')))
+        self.src_given, self.dest_given = src, dest
+        self.method = method
+        self.exclude = list(exclude or ())
+        self.one_file_system = one_file_system
+        self.lock_timeout = lock_timeout
+        self.dest_mode = dest_mode
+        self._check_paths()
+
+    def _check_paths(self):
+        try:
+            st = os.stat(self.src)
+        except OSError as exc:
+            raise from_oserror(exc, self.src_given, 'src')
+        if not stat.S_ISDIR(st.st_mode):
+            raise BadInput('src %s is not a directory' % self.src_given, self.src_given, errno.ENOTDIR)
+        if self.dest == self.src:
+            raise BadInput('src and dest are the same directory: %s' % self.src, self.src)
+        if self.src.startswith(self.dest.rstrip('/') + '/'):
+            raise BadInput('src %s is inside the snapshot root %s' % (self.src, self.dest), self.src)
+        if self.dest.startswith(self.src.rstrip('/') + '/'):
+            rel = os.fsencode(os.path.relpath(self.dest, self.src))
+            if not self._excluded(rel):
+                raise BadInput('dest %s is inside src %s: snapshots would contain themselves; '
+                               'exclude it (exclude: [/%s]) or move it'
+                               % (self.dest, self.src, os.fsdecode(rel)), self.dest)
+
+    def _excluded(self, rel):
+        parts = rel.split(b'/')
+        for i in range(1, len(parts) + 1):
+            if self.excluder.excluded(b'/'.join(parts[:i]), parts[i - 1], True):
+                return True
+        return False
+
+
+# ---------------------------------------------------------------- listing
+
+def list_snapshots(dest_fd):
+    """Complete snapshots under the root, oldest first (names only)."""
+    names = []
+    with os.scandir(dest_fd) as it:
+        for entry in it:
+            if _retention.parse_snapshot_name(entry.name) and entry.is_dir(follow_symlinks=False):
+                names.append(entry.name)
+    return _retention.sort_snapshot_names(names)
+
+
+def leftovers(dest_fd):
+    """Names left by killed runs: partial snapshots and half-deleted ones."""
+    out = []
+    with os.scandir(dest_fd) as it:
+        for entry in it:
+            for suffix in (PARTIAL, DELETING):
+                if entry.name.endswith(suffix) and _retention.parse_snapshot_name(entry.name[:-len(suffix)]):
+                    out.append(entry.name)
+    return sorted(out)
+
+
+# ---------------------------------------------------------------- lock
+
+class Lock(object):
+    """flock on a file in the snapshot root: one run per root at a time.
+    The kernel drops it when the process dies, so a killed run never
+    leaves a stale lock."""
+
+    def __init__(self, dest_fd, dest, timeout=0):
+        self.fd = None
+        try:
+            self.fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                              dir_fd=dest_fd)
+        except OSError as exc:
+            raise from_oserror(exc, os.path.join(dest, LOCK_NAME), 'lock')
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    self.release()
+                    raise from_oserror(exc, dest, 'lock')
+            if time.monotonic() >= deadline:
+                self.release()
+                raise Busy('another snapshot of %s is running' % dest, dest, errno.EWOULDBLOCK)
+            time.sleep(0.2)
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+# ---------------------------------------------------------------- removal
+
+def remove_snapshot(dest_fd, name):
+    """Delete one snapshot or leftover: rename it out of the snapshot
+    namespace first, so that a half-deleted tree is never listed."""
+    doomed = name
+    if not name.endswith((PARTIAL, DELETING)):
+        doomed = name + DELETING
+        os.rename(name, doomed, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
+    st = lstat_at(dest_fd, doomed)
+    if st is None:
+        return
+    if stat.S_ISDIR(st.st_mode) and st.st_ino == _ioctl.BTRFS_FIRST_FREE_OBJECTID:
+        _delete_subvolume(dest_fd, doomed)
+    else:
+        remove_tree_at(dest_fd, os.fsencode(doomed), on_subvolume=_delete_subvolume)
+
+
+def _delete_subvolume(parent_fd, name):
+    name = os.fsdecode(name)
+    fd = open_dir_at(parent_fd, name)
+    try:
+        # A read-only snapshot must be made writable before a user without
+        # CAP_SYS_ADMIN may delete it (user_subvol_rm_allowed).
+        _ioctl.btrfs_set_readonly(fd, False, name)
+    except LinkError:
+        pass
+    finally:
+        os.close(fd)
+    _ioctl.btrfs_delete_subvolume(parent_fd, name, name)
+
+
+# ---------------------------------------------------------------- method choice
+
+def _fs_info(path, fd, mounts):
+    mount = mount_of(path, mounts)
+    return {
+        'fstype': mount.fstype if mount else None,
+        'mount': mount,
+        'btrfs_fsid': _ioctl.btrfs_fsid(fd) if mount and mount.fstype == 'btrfs' else None,
+    }
+
+
+def choose_method(req, src_fd, dest_fd, dest_dir):
+    """The best method this pair of filesystems allows (auto), or a check
+    that the forced one is possible.  Returns (method, reason)."""
+    mounts = read_mounts()
+    src_info = _fs_info(req.src, src_fd, mounts)
+    dest_info = _fs_info(dest_dir, dest_fd, mounts)
+    src_st = os.fstat(src_fd)
+    is_subvol = _ioctl.is_btrfs_subvolume_root(src_st, src_info['fstype'])
+    same_btrfs = is_subvol and src_info['btrfs_fsid'] is not None and \
+        src_info['btrfs_fsid'] == dest_info['btrfs_fsid']
+    if req.method == 'btrfs':
+        if not is_subvol:
+            raise NotSupported('method btrfs: src %s is not the root of a btrfs subvolume' % req.src, req.src)
+        if not same_btrfs:
+            raise NotSupported('method btrfs: dest %s is not on the same btrfs filesystem as src %s'
+                               % (req.dest, req.src), req.dest, errno.EXDEV)
+        return 'btrfs', 'forced'
+    if req.method in ('hardlink', 'copy'):
+        return req.method, 'forced'
+    if req.method == 'auto' and same_btrfs:
+        return 'btrfs', 'src is a btrfs subvolume on the same filesystem as dest'
+    can_clone = _can_clone(src_fd, dest_fd, dest_info, req.method == 'reflink', req.dest)
+    if req.method == 'reflink':
+        return 'reflink', 'forced'
+    if can_clone:
+        return 'reflink', 'src and dest are on one filesystem that can reflink'
+    return 'hardlink', 'no reflink between src (%s) and dest (%s)' % (src_info['fstype'], dest_info['fstype'])
+
+
+def _can_clone(src_fd, dest_fd, dest_info, strict, where):
+    """Prove cloning by doing it: one src file into an anonymous file in
+    dest.  ``strict`` raises the kernel's reason instead of answering no."""
+    copier = DataCopier('always')
+    probe = _first_regular_file(src_fd)
+    if probe is None:        # nothing to clone: ask the mount table
+        ok = reflink_capable(dest_info['mount'])
+        if strict and ok is False:
+            raise NotSupported('method reflink: %s: filesystem does not support reflink' % where, where)
+        return bool(ok)
+    try:
+        copier.probe(probe, dest_fd, where)
+        return True
+    except (NotSupported, LinkError) as exc:
+        if strict:
+            raise type(exc)('method reflink: %s' % exc, where, exc.errno)
+        return False
+    finally:
+        os.close(probe)
+
+
+# ---------------------------------------------------------------- the run
+
+def _syncfs(fd):
+    """Flush the destination filesystem (only it, unlike sync())."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) == 0:
+            return
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
+def _fsync_dir(fd):
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EROFS):
+            raise
+
+
+def _set_latest(dest_fd, name):
+    tmp = '.%s.fslinks-%d.tmp' % (LATEST, os.getpid())
+    try:
+        os.unlink(tmp, dir_fd=dest_fd)
+    except FileNotFoundError:
+        pass
+    os.symlink(name, tmp, dir_fd=dest_fd)
+    os.rename(tmp, LATEST, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def run(req, state='present', dry_run=False, now=None, report=None):
+    """Make a snapshot (state=present) and prune, or only prune (pruned).
+    Returns the result dict of hardlink_snapshot."""
+    started = time.monotonic()
+    now = now or _now()
+    result = {'changed': False, 'snapshot': None, 'method': None, 'stats': new_stats(),
+              'pruned': [], 'kept': [], 'leftovers_removed': []}
+    dest_fd = _open_dest(req, create=not dry_run)
+    if dest_fd is None:          # check mode and no root yet: everything is new
+        result.update(_plan_new_root(req, state, now, report))
+        result['seconds'] = round(time.monotonic() - started, 3)
+        return result
+    lock = None
+    try:
+        if not dry_run:
+            lock = Lock(dest_fd, req.dest, req.lock_timeout)
+            for name in leftovers(dest_fd):
+                remove_snapshot(dest_fd, name)
+                result['leftovers_removed'].append(os.path.join(req.dest, name))
+                result['changed'] = True
+        existing = list_snapshots(dest_fd)
+        if state == 'present':
+            name = _retention.next_snapshot_name(existing, now)
+            made = _make(req, dest_fd, existing, name, dry_run, report, result)
+            existing = existing + [name] if made else existing
+            result['changed'] = True
+            result['snapshot'] = os.path.join(req.dest, name)
+        kept, pruned = _retention.select(existing, req.keep, now=now)
+        if result['snapshot']:
+            new = os.path.basename(result['snapshot'])
+            pruned = [p for p in pruned if p != new]      # belt and braces: never the new one
+        for name in pruned:
+            if not dry_run:
+                remove_snapshot(dest_fd, name)
+            result['changed'] = True
+        result['pruned'] = [os.path.join(req.dest, n) for n in pruned]
+        result['kept'] = [os.path.join(req.dest, n) for n in kept]
+        if pruned and not dry_run:
+            _fsync_dir(dest_fd)
+    finally:
+        if lock is not None:
+            lock.release()
+        os.close(dest_fd)
+    result['seconds'] = round(time.monotonic() - started, 3)
+    return result
+
+
+def _open_dest(req, create):
+    """Open the snapshot root, creating it (mode 0700: snapshots keep src's
+    permissions inside, but the root must not let users reach old copies
+    of files whose permissions were later tightened)."""
+    try:
+        return open_dir(req.dest)
+    except LinkError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+    if not create:
+        return None
+    try:
+        os.mkdir(req.dest, req.dest_mode)
+        os.chmod(req.dest, req.dest_mode)         # not subject to umask
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise from_oserror(exc, req.dest, 'create snapshot root')
+    return open_dir(req.dest)
+
+
+def _plan_new_root(req, state, now, report):
+    """Check mode without a snapshot root: the first snapshot, a full one."""
+    if state != 'present':
+        return {'changed': False}
+    name = _retention.next_snapshot_name([], now)
+    src_fd = open_dir(req.src)
+    try:
+        parent = os.path.dirname(req.dest)
+        parent_fd = open_dir(parent)
+        try:
+            method, reason = choose_method(req, src_fd, parent_fd, parent)
+            tree = _copier(req, method, None, dry_run=True, report=report)
+            if method != 'btrfs':
+                tree.copy_tree(src_fd, None)
+        finally:
+            os.close(parent_fd)
+    finally:
+        os.close(src_fd)
+    return {'changed': True, 'snapshot': os.path.join(req.dest, name), 'method': method,
+            'reason': reason, 'stats': tree.stats, 'kept': [os.path.join(req.dest, name)]}
+
+
+def _copier(req, method, prev_fd, dry_run, report):
+    policy = {'reflink': 'always', 'hardlink': 'auto', 'copy': 'never'}.get(method, 'auto')
+    return TreeCopier(policy, PRESERVE_ALL, fresh=True,
+                      link_from=prev_fd if method == 'hardlink' else None,
+                      excluder=req.excluder, one_fs=req.one_file_system, dry_run=dry_run, report=report)
+
+
+def _make(req, dest_fd, existing, name, dry_run, report, result):
+    """Build NAME.partial, sync, publish as NAME, point latest at it."""
+    src_fd = open_dir(req.src)
+    prev_fd = None
+    partial = name + PARTIAL
+    try:
+        method, reason = choose_method(req, src_fd, dest_fd, req.dest)
+        result['method'], result['reason'] = method, reason
+        if method == 'hardlink' and existing:
+            prev_fd = open_dir_at(dest_fd, existing[-1])
+        tree = _copier(req, method, prev_fd, dry_run, report)
+        result['stats'] = tree.stats
+        if dry_run:
+            if method != 'btrfs':
+                tree.copy_tree(src_fd, None)
+            return False
+        try:
+            if method == 'btrfs':
+                _btrfs_snapshot(req, src_fd, dest_fd, partial, tree.stats)
+            else:
+                os.mkdir(partial, 0o700, dir_fd=dest_fd)
+                part_fd = open_dir_at(dest_fd, partial)
+                try:
+                    tree.copy_tree(src_fd, part_fd)
+                finally:
+                    os.close(part_fd)
+            _syncfs(dest_fd)
+            os.rename(partial, name, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
+        except BaseException:
+            _discard(dest_fd, partial)
+            raise
+        _set_latest(dest_fd, name)
+        _fsync_dir(dest_fd)
+        return True
+    finally:
+        os.close(src_fd)
+        if prev_fd is not None:
+            os.close(prev_fd)
+
+
+def _discard(dest_fd, partial):
+    """Remove a failed partial snapshot; never mask the original error."""
+    try:
+        if lstat_at(dest_fd, partial) is not None:
+            remove_snapshot(dest_fd, partial)
+    except (OSError, LinkError):
+        pass
+
+
+def _btrfs_snapshot(req, src_fd, dest_fd, partial, stats):
+    """O(1) subvolume snapshot.  With excludes: writable first, delete
+    what is excluded, then read-only (file-level excludes on btrfs)."""
+    readonly = not req.excluder
+    _ioctl.btrfs_snapshot(src_fd, dest_fd, partial, readonly=readonly, path=req.dest)
+    if readonly:
+        return
+    snap_fd = open_dir_at(dest_fd, partial)
+    try:
+        stats['excluded'] = _delete_excluded(snap_fd, req.excluder)
+        _ioctl.btrfs_set_readonly(snap_fd, True, partial)
+    finally:
+        os.close(snap_fd)
+
+
+def _delete_excluded(root_fd, excluder):
+    """Walk the writable snapshot and delete every excluded entry."""
+    removed = 0
+    stack = [(root_fd, b'', False)]
+    while stack:
+        dfd, rel, owned = stack.pop()
+        try:
+            with os.scandir(dfd) as it:
+                entries = [(os.fsencode(e.name), e.is_dir(follow_symlinks=False)) for e in it]
+            for name, is_dir in entries:
+                path = rel + b'/' + name if rel else name
+                if excluder.excluded(path, name, is_dir):
+                    remove_tree_at(dfd, name, on_subvolume=_delete_subvolume)
+                    removed += 1
+                elif is_dir:
+                    stack.append((open_dir_at(dfd, name), path, True))
+        finally:
+            if owned:
+                os.close(dfd)
+    return removed
+
+
+def list_snapshots_at(dest):
+    """Snapshot names under a root given by path ([] if it does not exist)."""
+    try:
+        fd = open_dir(dest)
+    except LinkError:
+        return []
+    try:
+        return list_snapshots(fd)
+    finally:
+        os.close(fd)
