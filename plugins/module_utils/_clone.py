@@ -746,7 +746,10 @@ def _run(tree, src_real, src_st, parent_fd, name, dest_st, where):
                 tree.copier.probe(fd, parent_fd, where)
             finally:
                 os.close(fd)
-            tree._file(sp, parent_fd, None, src_name, name, src_st, dname=name)
+            try:
+                tree._file(sp, parent_fd, None, src_name, name, src_st, dname=name)
+            except OSError as exc:
+                raise from_oserror(exc, where, 'copy')
         finally:
             os.close(sp)
         return
