@@ -139,19 +139,19 @@ class Meta(object):
         self.size = st.st_size
         self.xattrs = xattrs
 
-    def differs(self, other, preserve, with_size=True):
+    def differs(self, other, preserve):
         """Names of the preserved attributes in which other differs."""
         out = []
         if stat.S_IFMT(self.mode) != stat.S_IFMT(other.mode):
             out.append('type')
-        if with_size and stat.S_ISREG(self.mode) and self.size != other.size:
+        if stat.S_ISREG(self.mode) and self.size != other.size:
             out.append('size')
         if 'mode' in preserve and not stat.S_ISLNK(self.mode) and \
                 stat.S_IMODE(self.mode) != stat.S_IMODE(other.mode):
             out.append('mode')
         if 'ownership' in preserve and (self.uid, self.gid) != (other.uid, other.gid):
             out.append('owner')
-        if 'timestamps' in preserve and not stat.S_ISDIR(self.mode) and self.mtime_ns != other.mtime_ns:
+        if 'timestamps' in preserve and self.mtime_ns != other.mtime_ns:
             out.append('mtime')
         if 'xattrs' in preserve and (self.xattrs or {}) != (other.xattrs or {}):
             out.append('xattrs')
