@@ -12,7 +12,7 @@ PATH="$ROOT/.venv/bin:$PATH"
 work=$(mktemp -d /var/tmp/fslinks-demo.XXXXXX)
 cleanup() {
     for fs in xfs ext4; do
-        mountpoint -q "$work/$fs" && umount "$work/$fs" || true   # -o loop: umount detaches too
+        if mountpoint -q "$work/$fs"; then umount "$work/$fs" || true; fi   # -o loop: umount detaches too
     done
     rm -rf "$work"
 }

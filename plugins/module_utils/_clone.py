@@ -97,7 +97,6 @@ class DataCopier(object):
                     self._no_clone[(src_dev, dst_dev)] = exc
         return 'copy', copy_sparse(src_fd, dst_fd, size, where)
 
-
     def probe(self, src_fd, dest_dir_fd, where):
         """Clone src into an anonymous O_TMPFILE in dest's directory, before
         anything is created: reflink=always fails early with nothing left

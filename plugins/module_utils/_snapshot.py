@@ -25,7 +25,7 @@ from . import _ioctl, _retention
 from ._clone import DataCopier, TreeCopier, _first_regular_file, new_stats
 from ._errors import BadInput, Busy, LinkError, NotSupported, from_oserror
 from ._mounts import mount_of, read_mounts, reflink_capable
-from ._tree import PRESERVE_ALL, Excluder, display, lstat_at, open_dir, open_dir_at, remove_tree_at
+from ._tree import PRESERVE_ALL, Excluder, lstat_at, open_dir, open_dir_at, remove_tree_at
 
 METHODS = ('auto', 'btrfs', 'reflink', 'hardlink', 'copy')
 LOCK_NAME = '.fslinks-snapshot.lock'

@@ -16,7 +16,7 @@ description:
     by its UTC time (C(2026-11-21T103000Z)), points C(DEST/latest) at it, then prunes old snapshots
     by the O(keep) policy.
   - Picks the best method the filesystems allow (O(method=auto)) - a read-only btrfs subvolume
-    snapshot when O(src) is a subvolume on the same btrfs filesystem (O(1) whatever the size);
+    snapshot when O(src) is a subvolume on the same btrfs filesystem (constant time whatever the size);
     else reflinks of every file when O(src) and O(dest) share a filesystem that can clone (each
     snapshot has its own inodes, so a later C(chmod) or edit of the source never shows in it);
     else hard links to the previous snapshot for unchanged files, as C(rsync --link-dest) does,
@@ -31,7 +31,7 @@ description:
     descriptors and C(O_NOFOLLOW), so replacing a directory by a symlink during the run cannot make
     it read or write outside O(src) and O(dest).
 author:
-  - fslinks.snapshots contributors
+  - fslinks.snapshots contributors (@fslinks)
 options:
   src:
     description:
@@ -171,7 +171,7 @@ stats:
     bytes_copied: {description: Bytes copied., type: int, returned: always}
     bytes_cloned: {description: Bytes cloned (shared with O(src))., type: int, returned: always}
     symlinks: {description: Symlinks., type: int, returned: always}
-    specials: {description: Fifos, sockets and device nodes., type: int, returned: always}
+    specials: {description: 'Fifos, sockets and device nodes.', type: int, returned: always}
     hardlinks: {description: Hard links inside O(src) kept as links., type: int, returned: always}
     changed_during_run: {description: Files that changed or vanished while being copied., type: int, returned: always}
   sample: {files: 1200, dirs: 80, linked: 1190, reflinked: 0, copied: 10, bytes_copied: 40960,

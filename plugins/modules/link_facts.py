@@ -22,7 +22,7 @@ description:
     anonymous temporary file, which leaves nothing behind.
   - Reads no file data; sharing is computed from the extent maps (C(FIEMAP)).
 author:
-  - fslinks.snapshots contributors
+  - fslinks.snapshots contributors (@fslinks)
 options:
   paths:
     description:
@@ -128,12 +128,10 @@ ansible_facts:
           sample: [{a: /a, b: /b, same_inode: false, shared_bytes: 1048576, fully_shared: true}]
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import LinkError
-from ansible_collections.fslinks.snapshots.plugins.module_utils._facts import compare_files, link_facts
+from ansible_collections.fslinks.snapshots.plugins.module_utils._facts import link_facts
 
 
 def main():
@@ -149,7 +147,7 @@ def main():
     for pair in module.params['compare']:
         if len(pair) != 2 or not all(isinstance(p, str) and p for p in pair):
             module.fail_json(msg='each compare entry must be a pair of paths [A, B], got %r' % (pair,))
-        pairs.append([os.path.expanduser(p) for p in pair])
+        pairs.append(list(pair))
     try:
         facts = link_facts(module.params['paths'], pairs, probe=module.params['probe'])
     except LinkError as exc:

@@ -13,7 +13,7 @@ short_description: Copy a file or a tree sharing its data (reflink), like C(cp -
 version_added: 0.1.0
 description:
   - Copies O(src) to O(dest) with the kernel's clone ioctl (C(FICLONE)) so that the copy shares
-    every data block with the original until one of them is written: a copy that costs nothing
+    every data block with the original until one of them is written. Such a copy costs nothing
     and, unlike a hard link, is a separate file whose edits never show in the other.
   - Works on filesystems that can reflink (XFS with C(reflink=1), btrfs, bcachefs, OCFS2, ZFS 2.2+
     with block cloning, NFS 4.2). With O(reflink=auto) it falls back to a sparse-aware copy where
@@ -31,7 +31,7 @@ description:
   - Symlinks in the O(src) and O(dest) paths themselves are followed, except the last component of
     O(dest).
 author:
-  - fslinks.snapshots contributors
+  - fslinks.snapshots contributors (@fslinks)
 options:
   src:
     description:
@@ -158,7 +158,7 @@ stats:
     files: {description: Regular files seen., type: int, returned: always}
     dirs: {description: Directories below O(src)., type: int, returned: always}
     symlinks: {description: Symlinks seen., type: int, returned: always}
-    specials: {description: Fifos, sockets and device nodes seen., type: int, returned: always}
+    specials: {description: 'Fifos, sockets and device nodes seen.', type: int, returned: always}
     reflinked: {description: Files written by cloning., type: int, returned: always}
     copied: {description: Files written by copying., type: int, returned: always}
     hardlinks: {description: Names that are hard links to a file seen before in O(src)., type: int, returned: always}

@@ -1,0 +1,222 @@
+# Copyright: (c) 2026, fslinks.snapshots contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Snapshot names and retention (which snapshots to keep, which to prune).
+
+Pure functions, standard library only, all times in UTC.  Nothing here touches
+the filesystem: the module lists ``dest``, asks :func:`select` what to prune,
+and deletes only what it is told to.
+
+Retention follows btrbk/snapper: ``last: N`` keeps the N newest snapshots, and
+``hourly/daily/weekly/monthly/yearly: N`` keep the newest snapshot of each of
+the last N calendar periods *that have a snapshot* (a week without snapshots
+does not use up a weekly slot, so a paused job never loses its history).  A
+snapshot kept by any rule stays, and the newest snapshot is always kept.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import difflib
+import re
+from typing import Dict, Iterable, List, Optional, Tuple
+
+UTC = datetime.timezone.utc
+
+# strftime-style description of the name; formatting and parsing are done by
+# hand because %Y is not zero-padded for years < 1000 on every libc.
+SNAPSHOT_NAME_FORMAT = '%Y-%m-%dT%H%M%SZ'
+
+# Exact format only.  Seq 1 has no suffix; later snapshots of the same second
+# get -2, -3, ... (no "-1", no leading zeros), so every (time, seq) has exactly
+# one name.  \Z rather than $: "$" would also accept a trailing newline.
+_NAME_RE = re.compile(r'([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2})([0-9]{2})([0-9]{2})Z(?:-([2-9]|[1-9][0-9]+))?\Z')
+
+KEEP_KEYS = ('last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly')
+KEEP_MAX = 100000
+
+# Calendar period of a UTC datetime, per rule.  ISO weeks start on Monday and
+# belong to the ISO year (2026-12-31 and 2027-01-01 are both in 2026-W53).
+_PERIOD = {
+    'hourly': lambda dt: (dt.year, dt.month, dt.day, dt.hour),
+    'daily': lambda dt: (dt.year, dt.month, dt.day),
+    'weekly': lambda dt: tuple(dt.isocalendar())[:2],
+    'monthly': lambda dt: (dt.year, dt.month),
+    'yearly': lambda dt: (dt.year,),
+}
+
+
+def _to_utc(dt):
+    """Aware datetimes are converted to UTC; naive ones are taken to be UTC."""
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def format_snapshot_name(dt: datetime.datetime, seq: int = 1) -> str:
+    """Name of the snapshot taken at ``dt`` (to the second), e.g. ``2026-11-21T103000Z``.
+
+    ``seq`` > 1 adds ``-SEQ`` for further snapshots within the same second.
+    """
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise ValueError('snapshot sequence number must be an integer >= 1, got %r' % (seq,))
+    dt = _to_utc(dt)
+    name = '%04d-%02d-%02dT%02d%02d%02dZ' % (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second)
+    return name if seq == 1 else '%s-%d' % (name, seq)
+
+
+def parse_snapshot_name(name: str) -> Optional[Tuple[datetime.datetime, int]]:
+    """``(aware UTC datetime, seq)`` for a snapshot name, else None.
+
+    None for anything that is not exactly a snapshot name: ``latest``,
+    ``NAME.partial`` (an unfinished snapshot is never a snapshot), impossible
+    dates such as ``2026-02-30T000000Z``, non-canonical ``...Z-1``.
+    """
+    if not isinstance(name, str):
+        return None
+    m = _NAME_RE.match(name)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    try:
+        dt = datetime.datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError:
+        return None
+    return dt, int(m.group(7) or 1)
+
+
+def _parsed(names):
+    """{name: (dt, seq)} for the names that are snapshots; others are dropped."""
+    out = {}
+    for name in names:
+        key = parse_snapshot_name(name)
+        if key is not None:
+            out[name] = key
+    return out
+
+
+def sort_snapshot_names(names: Iterable[str]) -> List[str]:
+    """Snapshot names oldest first; names that are not snapshots are dropped.
+
+    Sorted by (time, seq), not as strings: as strings ``...Z-10`` < ``...Z-2``.
+    """
+    parsed = _parsed(names)
+    return sorted(parsed, key=parsed.__getitem__)
+
+
+def next_snapshot_name(existing_names: Iterable[str], now: datetime.datetime) -> str:
+    """Name for a snapshot made at ``now``: unused, and newer than every existing snapshot.
+
+    Normally the name of ``now`` (or ``now`` with the next seq if this second
+    is taken).  If the clock went backwards and an existing snapshot is newer
+    than ``now``, the name is that newest time with the next seq, so ``latest``
+    and "the newest is always kept" still mean the snapshot just made.
+    Non-snapshot names (``latest``, ``*.partial``) cannot collide with the
+    result and are ignored.
+    """
+    now = _to_utc(now).replace(microsecond=0)
+    parsed = _parsed(existing_names)
+    candidate = (now, 1)
+    if parsed:
+        newest = max(parsed.values())
+        if newest >= candidate:
+            candidate = (newest[0], newest[1] + 1)
+    return format_snapshot_name(*candidate)
+
+
+def _keep_value(key, value):
+    where = 'keep.%s' % key
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError('%s must be a whole number >= 0, got %r (%s)' % (where, value, type(value).__name__))
+    if isinstance(value, str):
+        # Ansible and templating may hand numbers over as strings ("3").
+        text = value.strip()
+        if not re.match(r'[+-]?[0-9]+\Z', text):
+            raise ValueError('%s must be a whole number >= 0, got %r' % (where, value))
+        value = int(text)
+    if value < 0:
+        raise ValueError('%s=%d is negative: counts must be 0 or more' % (where, value))
+    if value > KEEP_MAX:
+        raise ValueError('%s=%d is too large (at most %d)' % (where, value, KEEP_MAX))
+    return value
+
+
+def parse_keep(keep: Optional[dict]) -> Dict[str, int]:
+    """Validated retention policy: ``{rule: count}`` in KEEP_KEYS order.
+
+    Keys whose value is None are left out (Ansible fills unset suboptions with
+    None).  An empty result means "keep everything": no pruning at all.
+    Raises ValueError with a message meant for the user.
+    """
+    if keep is None:
+        return {}
+    if not isinstance(keep, dict):
+        raise ValueError('keep must be a dictionary of counts such as {last: 3, daily: 7}, got %s' % type(keep).__name__)
+    for key in keep:
+        if key not in KEEP_KEYS:
+            close = difflib.get_close_matches(str(key), KEEP_KEYS, n=1)
+            hint = " (did you mean '%s'?)" % close[0] if close else ''
+            raise ValueError("unknown keep rule '%s'%s; valid rules are: %s" % (key, hint, ', '.join(KEEP_KEYS)))
+    return {key: _keep_value(key, keep[key]) for key in KEEP_KEYS if keep.get(key) is not None}
+
+
+def describe(keep: Optional[dict]) -> str:
+    """One-line summary of a policy, e.g. ``last 3, daily 7``."""
+    policy = parse_keep(keep)
+    if not policy:
+        return 'keep everything'
+    parts = ['%s %d' % (key, count) for key, count in policy.items() if count]
+    return ', '.join(parts) if parts else 'newest only'
+
+
+def _select_period(newest_first, parsed, period, count):
+    """Newest snapshot of each of the ``count`` newest periods that have one."""
+    kept = []
+    seen = set()
+    for name in newest_first:
+        if len(seen) >= count:
+            break
+        key = period(parsed[name][0])
+        if key not in seen:
+            seen.add(key)
+            kept.append(name)
+    return kept
+
+
+def select(snapshots: Iterable[str], keep: Optional[dict],
+           now: Optional[datetime.datetime] = None) -> Tuple[List[str], List[str]]:
+    """Split snapshot names into ``(kept, pruned)``, both sorted oldest first.
+
+    - Names that are not snapshots (``latest``, ``*.partial``, ...) are in
+      neither list: they are never pruned here.
+    - An empty or None policy keeps everything.
+    - The newest snapshot is always kept, whatever the policy (even all zeros).
+    - Snapshots dated after ``now`` (clock skew) are always kept and do not
+      use up any rule's slots; with ``now=None`` nothing counts as future.
+
+    Every rule keeps the same snapshots when run again on its own result, so
+    pruning twice with the same policy (and ``now``) prunes nothing more.
+    """
+    policy = parse_keep(keep)
+    parsed = _parsed(snapshots)
+    oldest_first = sorted(parsed, key=parsed.__getitem__)
+    if not policy or not oldest_first:
+        return oldest_first, []
+
+    kept = {oldest_first[-1]}
+    candidates = oldest_first
+    if now is not None:
+        now = _to_utc(now)
+        kept.update(name for name in oldest_first if parsed[name][0] > now)
+        candidates = [name for name in oldest_first if parsed[name][0] <= now]
+
+    newest_first = candidates[::-1]
+    for rule, count in policy.items():
+        if rule == 'last':
+            kept.update(newest_first[:count])
+        else:
+            kept.update(_select_period(newest_first, parsed, _PERIOD[rule], count))
+
+    return ([name for name in oldest_first if name in kept],
+            [name for name in oldest_first if name not in kept])
