@@ -97,6 +97,15 @@ class DataCopier(object):
                     self._no_clone[(src_dev, dst_dev)] = exc
         return 'copy', copy_sparse(src_fd, dst_fd, size, where)
 
+    def probe_tree(self, src_root_fd, dest_dir_fd, where):
+        """probe() with some regular file of the tree, if it has one."""
+        fd = _first_regular_file(src_root_fd)
+        if fd is not None:
+            try:
+                self.probe(fd, dest_dir_fd, where)
+            finally:
+                os.close(fd)
+
     def probe(self, src_fd, dest_dir_fd, where):
         """Clone src into an anonymous O_TMPFILE in dest's directory, before
         anything is created: reflink=always fails early with nothing left
@@ -754,12 +763,7 @@ def _run(tree, src_real, src_st, parent_fd, name, dest_st, where):
         return
     src_fd = open_dir(src_real)
     try:
-        probe = _first_regular_file(src_fd)
-        if probe is not None:
-            try:
-                tree.copier.probe(probe, parent_fd, where)
-            finally:
-                os.close(probe)
+        tree.copier.probe_tree(src_fd, parent_fd, where)
         if dest_st is not None:
             dst_fd = open_dir_at(parent_fd, name, where=name)
             try:

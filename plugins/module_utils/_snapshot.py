@@ -53,9 +53,10 @@ class Request(object):
             raise BadInput(str(exc))
         if lock_timeout is None or lock_timeout < 0:
             raise BadInput('lock_timeout must be 0 or more seconds')
+        # The caller's top-level paths are resolved whole ('..', symlinks),
+        # so that the inside/outside checks below compare real places.
         self.src = os.path.realpath(src)
-        self.dest = os.path.join(os.path.realpath(os.path.dirname(dest.rstrip('/')) or '/'),
-                                 os.path.basename(dest.rstrip('/')))
+        self.dest = os.path.realpath(dest)
         self.src_given, self.dest_given = src, dest
         self.method = method
         self.exclude = list(exclude or ())
@@ -282,6 +283,8 @@ def run(req, state='present', dry_run=False, now=None, report=None):
     now = now or _now()
     result = {'changed': False, 'snapshot': None, 'method': None, 'stats': new_stats(),
               'pruned': [], 'kept': [], 'leftovers_removed': []}
+    if not dry_run and not os.path.isdir(req.dest):
+        _plan_new_root(req, state, now, None, validate_only=True)    # a forced method fails before mkdir
     dest_fd = _open_dest(req, create=not dry_run)
     if dest_fd is None:          # check mode and no root yet: everything is new
         result.update(_plan_new_root(req, state, now, report))
@@ -299,7 +302,7 @@ def run(req, state='present', dry_run=False, now=None, report=None):
         if state == 'present':
             name = _retention.next_snapshot_name(existing, now)
             made = _make(req, dest_fd, existing, name, dry_run, report, result)
-            existing = existing + [name] if made else existing
+            existing = existing + [name] if (made or dry_run) else existing
             result['changed'] = True
             result['snapshot'] = os.path.join(req.dest, name)
         kept, pruned = _retention.select(existing, req.keep, now=now)
@@ -343,8 +346,9 @@ def _open_dest(req, create):
     return open_dir(req.dest)
 
 
-def _plan_new_root(req, state, now, report):
-    """Check mode without a snapshot root: the first snapshot, a full one."""
+def _plan_new_root(req, state, now, report, validate_only=False):
+    """Check mode without a snapshot root: the first snapshot, a full one.
+    With ``validate_only``, just check that the method is possible."""
     if state != 'present':
         return {'changed': False}
     name = _retention.next_snapshot_name([], now)
@@ -354,7 +358,9 @@ def _plan_new_root(req, state, now, report):
         parent_fd = open_dir(parent)
         try:
             method, reason = choose_method(req, src_fd, parent_fd, parent)
-            tree = _copier(req, method, None, dry_run=True, report=report)
+            if validate_only:
+                return None
+            tree = _copier(req, method, src_fd, parent_fd, None, dry_run=True, report=report)
             if method != 'btrfs':
                 tree.copy_tree(src_fd, None)
         finally:
@@ -365,11 +371,16 @@ def _plan_new_root(req, state, now, report):
             'reason': reason, 'stats': tree.stats, 'kept': [os.path.join(req.dest, name)]}
 
 
-def _copier(req, method, prev_fd, dry_run, report):
+def _copier(req, method, src_fd, dest_fd, prev_fd, dry_run, report):
+    """The TreeCopier of a method, having learnt whether src clones into dest."""
     policy = {'reflink': 'always', 'hardlink': 'auto', 'copy': 'never'}.get(method, 'auto')
-    return TreeCopier(policy, PRESERVE_ALL, fresh=True,
+    tree = TreeCopier(policy, PRESERVE_ALL, fresh=True,
                       link_from=prev_fd if method == 'hardlink' else None,
                       excluder=req.excluder, one_fs=req.one_file_system, dry_run=dry_run, report=report)
+    tree.dest_dev = os.fstat(dest_fd).st_dev
+    if method != 'btrfs':
+        tree.copier.probe_tree(src_fd, dest_fd, req.dest)
+    return tree
 
 
 def _make(req, dest_fd, existing, name, dry_run, report, result):
@@ -382,7 +393,7 @@ def _make(req, dest_fd, existing, name, dry_run, report, result):
         result['method'], result['reason'] = method, reason
         if method == 'hardlink' and existing:
             prev_fd = open_dir_at(dest_fd, existing[-1])
-        tree = _copier(req, method, prev_fd, dry_run, report)
+        tree = _copier(req, method, src_fd, dest_fd, prev_fd, dry_run, report)
         result['stats'] = tree.stats
         if dry_run:
             if method != 'btrfs':
@@ -437,11 +448,13 @@ def _btrfs_snapshot(req, src_fd, dest_fd, partial, stats):
 
 
 def _delete_excluded(root_fd, excluder):
-    """Walk the writable snapshot and delete every excluded entry."""
+    """Walk the writable snapshot and delete every excluded entry; the
+    directories keep src's mtimes, as if the entries had never been there."""
     removed = 0
     stack = [(root_fd, b'', False)]
     while stack:
         dfd, rel, owned = stack.pop()
+        times = os.fstat(dfd)
         try:
             with os.scandir(dfd) as it:
                 entries = [(os.fsencode(e.name), e.is_dir(follow_symlinks=False)) for e in it]
@@ -452,6 +465,7 @@ def _delete_excluded(root_fd, excluder):
                     removed += 1
                 elif is_dir:
                     stack.append((open_dir_at(dfd, name), path, True))
+            os.utime(dfd, ns=(times.st_atime_ns, times.st_mtime_ns))
         finally:
             if owned:
                 os.close(dfd)
