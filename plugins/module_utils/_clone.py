@@ -15,6 +15,7 @@ import time
 
 from . import _ioctl
 from ._errors import BadInput, Changed, CrossDevice, LinkError, NotSupported, from_oserror
+from ._extents import extents_equal
 from ._tree import (
     DIR_FLAGS, FILE_FLAGS, PRESERVE_ALL, Meta, apply_meta_at, apply_meta_fd, display, join,
     lstat_at, meta_at, open_dir, open_dir_at, raise_fd_limit, read_xattrs, remove_tree_at,
@@ -554,67 +555,6 @@ def _unlink_quietly(dfd, name):
         pass
 
 
-# ---------------------------------------------------------------- sharing
-
-def data_extents(fd, where='file'):
-    """Comparable data extents (logical, physical, length), merged where
-    contiguous, or None if some extent has no stable address (inline,
-    delayed, unknown, encoded)."""
-    out = []
-    for ext in _ioctl.fiemap(fd, where):
-        if not ext.comparable:
-            return None
-        if out and out[-1][0] + out[-1][2] == ext.logical and out[-1][1] + out[-1][2] == ext.physical:
-            last = out[-1]
-            out[-1] = (last[0], last[1], last[2] + ext.length)
-        else:
-            out.append((ext.logical, ext.physical, ext.length))
-    return out
-
-
-def extents_equal(fd_a, fd_b):
-    """True if both files have the same size and their data lives at the
-    same physical places (a reflink or the same inode).  Reads no data."""
-    sa, sb = os.fstat(fd_a), os.fstat(fd_b)
-    if sa.st_size != sb.st_size:
-        return False
-    if (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino):
-        return True
-    try:
-        ea, eb = data_extents(fd_a), data_extents(fd_b)
-    except LinkError:
-        return False
-    if ea is None or eb is None:
-        # Inline (tiny) data has no address of its own: compare the bytes,
-        # which live in metadata anyway.
-        return sa.st_size <= _INLINE_MAX and _same_bytes(fd_a, fd_b, sa.st_size)
-    return ea == eb and (bool(ea) or sa.st_size == 0)
-
-
-_INLINE_MAX = 64 * 1024
-
-
-def _same_bytes(fd_a, fd_b, size):
-    return os.pread(fd_a, size, 0) == os.pread(fd_b, size, 0)
-
-
-def shared_bytes(fd_a, fd_b):
-    """Bytes of a's data whose physical blocks are also b's data blocks."""
-    def ranges(fd):
-        return sorted((e.physical, e.physical + e.length) for e in _ioctl.fiemap(fd) if e.comparable)
-    ra, rb = ranges(fd_a), ranges(fd_b)
-    total = i = j = 0
-    while i < len(ra) and j < len(rb):
-        lo, hi = max(ra[i][0], rb[j][0]), min(ra[i][1], rb[j][1])
-        if lo < hi:
-            total += hi - lo
-        if ra[i][1] < rb[j][1]:
-            i += 1
-        else:
-            j += 1
-    return total
-
-
 # ---------------------------------------------------------------- one request
 
 def _first_regular_file(root_fd, limit=10000):
@@ -722,12 +662,20 @@ def reflink_copy(src, dest, policy='auto', preserve=PRESERVE_ALL, force=True, ba
 
 
 def _make_backup(parent_fd, name, dest_real, dest_st, preserve):
-    """Keep the old dest as ``dest.<UTC stamp>~``: a reflink where the
-    filesystem can (cheap), a copy where not."""
-    backup_name = b'%s.%s~' % (name, utc_stamp().encode())
-    if lstat_at(parent_fd, backup_name) is not None:
-        raise BadInput('backup %s already exists' % display(backup_name), display(backup_name), errno.EEXIST)
-    _run(TreeCopier('auto', preserve), dest_real, dest_st, parent_fd, backup_name, None, display(backup_name))
+    """Keep the old dest as ``dest.<UTC stamp>~`` (``-2``, ``-3``... within
+    one second): a reflink where the filesystem can (cheap), a copy where
+    not; a symlink or special file is kept by a hard link to it, since dest
+    is about to be replaced by rename, not changed in place."""
+    stamp = utc_stamp().encode()
+    backup_name = b'%s.%s~' % (name, stamp)
+    seq = 1
+    while lstat_at(parent_fd, backup_name) is not None:
+        seq += 1
+        backup_name = b'%s.%s-%d~' % (name, stamp, seq)
+    if stat.S_ISDIR(dest_st.st_mode) or stat.S_ISREG(dest_st.st_mode):
+        _run(TreeCopier('auto', preserve), dest_real, dest_st, parent_fd, backup_name, None, display(backup_name))
+    else:
+        os.link(name, backup_name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd, follow_symlinks=False)
     return backup_name
 
 
@@ -749,7 +697,10 @@ def _run(tree, src_real, src_st, parent_fd, name, dest_st, where):
         src_parent, src_name = os.path.split(src_real)
         sp = open_dir(src_parent)
         try:
-            fd = os.open(src_name, FILE_FLAGS, dir_fd=sp)
+            try:
+                fd = os.open(src_name, FILE_FLAGS, dir_fd=sp)
+            except OSError as exc:
+                raise from_oserror(exc, display(src_real), 'open')
             try:
                 tree.copier.probe(fd, parent_fd, where)
             finally:

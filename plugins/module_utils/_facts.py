@@ -5,7 +5,7 @@
 import os
 import stat
 
-from ._clone import extents_equal, shared_bytes
+from ._extents import extents_equal, shared_bytes
 from ._errors import BadInput, from_oserror
 from ._mounts import REFLINK_BY_FSTYPE, path_facts, read_mounts, reflink_capable
 
@@ -15,8 +15,7 @@ def link_facts(paths=(), compare=(), probe=False):
     mount_list = []
     for mount in mounts:
         may_probe = probe and mount.fstype not in REFLINK_BY_FSTYPE and os.access(mount.mountpoint, os.W_OK)
-        mount_list.append(mount.as_dict(reflink_capable(mount, None, may_probe) if may_probe
-                                        else reflink_capable(mount)))
+        mount_list.append(mount.as_dict(reflink_capable(mount, mount.mountpoint, may_probe)))
     return {
         'mounts': mount_list,
         'paths': dict((path, _path_facts(path, mounts, probe)) for path in paths),

@@ -93,12 +93,17 @@ def mount_of(path, mounts=None):
     # Resolve the parent only: a symlink lives where its name is.
     path = os.path.abspath(os.fsdecode(path))
     real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
-    best = None
-    for mount in mounts:
-        if _is_under(real, mount.mountpoint):
-            if best is None or len(mount.mountpoint) >= len(best.mountpoint):
-                best = mount
-    return best
+    candidates = [m for m in mounts if _is_under(real, m.mountpoint)]
+    if not candidates:
+        return None
+    longest = max(len(m.mountpoint) for m in candidates)
+    stack = [m for m in candidates if len(m.mountpoint) == longest]
+    # Several mounts on one mountpoint: the visible one is on top, i.e. no
+    # other one of them is mounted on it.  File order is not enough: a mount
+    # slid beneath (MOVE_MOUNT_BENEATH) is listed later but hidden.
+    parents = set(m.parent_id for m in stack)
+    top = [m for m in stack if m.mount_id not in parents]
+    return (top or stack)[-1]
 
 
 def hardlink_capable(fstype):

@@ -237,7 +237,7 @@ def main():
     except LinkError as exc:
         module.fail_json(msg=str(exc), path=exc.path, errno=exc.errno)
     except OSError as exc:      # not expected: the engine types its errors
-        module.fail_json(msg='%s: %s' % (exc.filename or p['dest'], exc.strerror), errno=exc.errno)
+        module.fail_json(msg='%s: %s' % (os.fsdecode(exc.filename or p['dest']), exc.strerror), errno=exc.errno)
     if before is not None:
         after = [os.path.basename(k) for k in result['kept']]
         result['diff'] = {'before_header': p['dest'], 'after_header': p['dest'],

@@ -169,6 +169,8 @@ stats:
            unchanged: 0, metadata: 0, changed_during_run: 0}
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils._clone import reflink_copy
@@ -199,7 +201,7 @@ def main():
     except LinkError as exc:
         module.fail_json(msg=str(exc), path=exc.path, errno=exc.errno)
     except OSError as exc:      # not expected: the engine types its errors
-        module.fail_json(msg='%s: %s' % (exc.filename or params['dest'], exc.strerror), errno=exc.errno)
+        module.fail_json(msg='%s: %s' % (os.fsdecode(exc.filename or params['dest']), exc.strerror), errno=exc.errno)
     if result['backup_file'] is None:
         del result['backup_file']
     if recorder is not None:

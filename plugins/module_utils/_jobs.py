@@ -1,0 +1,298 @@
+# Copyright: (c) 2026, fslinks.snapshots contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Scheduled snapshot jobs: the engine of the on-host CLI ``fslinks-snapshot``.
+
+The role ``snapshot_jobs`` ships these very files to each host as the
+package ``fslinks_snapshots`` and writes one JSON config per job; timers or
+cron call ``fslinks-snapshot run JOB``, which does exactly what the
+``hardlink_snapshot`` module does, then writes Prometheus textfile metrics.
+Logs and metrics carry counts and the job name, never file names.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import random
+import re
+import sys
+import time
+
+from . import _retention, _snapshot
+from ._errors import BadInput, Busy, LinkError
+
+CONFIG_DIR = '/etc/fslinks-snapshots'
+JOB_NAME = re.compile(r'\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z')
+EX_OK, EX_FAIL, EX_STALE, EX_USAGE, EX_BUSY = 0, 1, 2, 64, 75   # 75: EX_TEMPFAIL, as lock holders
+JOB_KEYS = {
+    'name': str, 'src': str, 'dest': str, 'method': str, 'keep': dict, 'exclude': list,
+    'one_file_system': bool, 'lock_timeout': int, 'max_age': int, 'metrics_dir': str,
+    'schedule': str,
+}
+METRIC = 'fslinks_snapshot_'
+
+
+def validate_job(cfg):
+    """Check a job config; return it with defaults filled.  Messages name
+    the job and the key, since they end up in an Ansible task's output."""
+    if not isinstance(cfg, dict):
+        raise BadInput('job config must be a JSON object')
+    name = cfg.get('name')
+    if not isinstance(name, str) or not JOB_NAME.match(name):
+        raise BadInput('job name %r must be 1-64 letters, digits, "_", "-" or "." (not starting with a sign)' % (name,))
+    for key, value in cfg.items():
+        if key not in JOB_KEYS:
+            raise BadInput('job %s: unknown key %r (known: %s)' % (name, key, ', '.join(sorted(JOB_KEYS))))
+        kind = JOB_KEYS[key]
+        if value is not None and not (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):
+            raise BadInput('job %s: %s must be a %s, got %r' % (name, key, kind.__name__, value))
+    for key in ('src', 'dest'):
+        if not cfg.get(key) or not os.path.isabs(cfg[key]):
+            raise BadInput('job %s: %s must be an absolute path, got %r' % (name, key, cfg.get(key)))
+    out = dict(method='auto', keep={}, exclude=[], one_file_system=True, lock_timeout=0,
+               max_age=2 * 86400, metrics_dir=None, schedule=None)
+    out.update((k, v) for k, v in cfg.items() if v is not None)
+    if out['method'] not in _snapshot.METHODS:
+        raise BadInput('job %s: method must be one of %s, not %r' % (name, ', '.join(_snapshot.METHODS), out['method']))
+    try:
+        out['keep'] = _retention.parse_keep(out['keep'])
+        _snapshot.Excluder(out['exclude'])
+    except ValueError as exc:
+        raise BadInput('job %s: %s' % (name, exc))
+    if out['max_age'] <= 0 or out['lock_timeout'] < 0:
+        raise BadInput('job %s: max_age must be > 0 and lock_timeout >= 0' % name)
+    return out
+
+
+def load_job(name, config_dir=CONFIG_DIR):
+    if not JOB_NAME.match(name or ''):
+        raise BadInput('invalid job name %r' % (name,))
+    return load_file(os.path.join(config_dir, name + '.json'))
+
+
+def load_file(path):
+    try:
+        with open(path, 'r', encoding='utf-8') as handle:
+            cfg = json.load(handle)
+    except OSError as exc:
+        raise BadInput('cannot read job config %s: %s' % (path, exc.strerror), path)
+    except ValueError as exc:
+        raise BadInput('job config %s is not valid JSON: %s' % (path, exc), path)
+    return validate_job(cfg)
+
+
+def _request(cfg):
+    return _snapshot.Request(cfg['src'], cfg['dest'], method=cfg['method'], keep=cfg['keep'],
+                             exclude=cfg['exclude'], one_file_system=cfg['one_file_system'],
+                             lock_timeout=cfg['lock_timeout'])
+
+
+def run_job(cfg, state='present', now=None):
+    """One run; metrics are written whatever happens (a failure too)."""
+    started = time.time()
+    try:
+        result = _snapshot.run(_request(cfg), state=state, now=now)
+    except LinkError as exc:
+        write_metrics(cfg, None, started, time.time() - started, exc)
+        raise
+    write_metrics(cfg, result, started, time.time() - started, None)
+    return result
+
+
+def list_job(cfg):
+    """Complete snapshots, oldest first, with their time and size on disk
+    left out on purpose (du would read every inode)."""
+    out = []
+    for name in _snapshot.list_snapshots_at(cfg['dest']):
+        when, _seq = _retention.parse_snapshot_name(name)
+        out.append({'name': name, 'path': os.path.join(cfg['dest'], name),
+                    'time': when.strftime('%Y-%m-%dT%H:%M:%SZ'), 'timestamp': int(_timestamp(when))})
+    return out
+
+
+def _timestamp(when):
+    return (when - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)).total_seconds()
+
+
+def check_job(cfg, now=None):
+    """(ok, message): is the newest complete snapshot young enough?"""
+    now = now or time.time()
+    snaps = list_job(cfg)
+    if not snaps:
+        return False, 'job %s: no complete snapshot in %s' % (cfg['name'], cfg['dest'])
+    age = now - snaps[-1]['timestamp']
+    if age > cfg['max_age']:
+        return False, 'job %s: newest snapshot %s is %s old (max_age %s)' % (
+            cfg['name'], snaps[-1]['name'], _human(age), _human(cfg['max_age']))
+    return True, 'job %s: newest snapshot %s is %s old' % (cfg['name'], snaps[-1]['name'], _human(age))
+
+
+def _human(seconds):
+    s = int(seconds)
+    if s >= 86400:
+        return '%dd%02dh' % (s // 86400, s % 86400 // 3600)
+    if s >= 3600:
+        return '%dh%02dm' % (s // 3600, s % 3600 // 60)
+    if s >= 60:
+        return '%dm%02ds' % (s // 60, s % 60)
+    return '%ds' % s
+
+
+# ---------------------------------------------------------------- metrics
+
+def metrics_path(cfg):
+    if not cfg.get('metrics_dir'):
+        return None
+    return os.path.join(cfg['metrics_dir'], 'fslinks_snapshot_%s.prom' % cfg['name'])
+
+
+def _previous_success(path, job):
+    """Keep last_success across failed runs: read it back from the file."""
+    pattern = re.compile(r'^%slast_success_timestamp_seconds\{job="%s"\} (\S+)$' % (METRIC, re.escape(job)))
+    try:
+        with open(path, 'r', encoding='utf-8') as handle:
+            for line in handle:
+                found = pattern.match(line.strip())
+                if found:
+                    return float(found.group(1))
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+def render_metrics(job, result, started, duration, error, last_success):
+    """Prometheus text exposition format (for node_exporter's textfile collector)."""
+    stats = (result or {}).get('stats') or {}
+    label = '{job="%s"}' % job
+    rows = [
+        ('last_run_timestamp_seconds', 'gauge', 'Start of the last run.', [(label, started)]),
+        ('last_success_timestamp_seconds', 'gauge', 'Start of the last successful run.',
+         [(label, started if error is None else last_success)]),
+        ('last_run_status', 'gauge', '1 if the last run succeeded, 0 if it failed.',
+         [(label, 0 if error else 1)]),
+        ('last_run_duration_seconds', 'gauge', 'Duration of the last run.', [(label, duration)]),
+        ('files', 'gauge', 'Files of the last snapshot, by how they were made.',
+         [('{job="%s",how="%s"}' % (job, how), stats.get(how, 0)) for how in ('linked', 'reflinked', 'copied')]),
+        ('bytes', 'gauge', 'Bytes of the last snapshot, by how they were made.',
+         [('{job="%s",how="%s"}' % (job, how), stats.get('bytes_' + how, 0)) for how in ('linked', 'cloned', 'copied')]),
+        ('snapshots_kept', 'gauge', 'Complete snapshots after the last run.',
+         [(label, len((result or {}).get('kept') or []))]),
+    ]
+    lines = []
+    for name, kind, help_text, samples in rows:
+        lines.append('# HELP %s%s %s' % (METRIC, name, help_text))
+        lines.append('# TYPE %s%s %s' % (METRIC, name, kind))
+        for labels, value in samples:
+            lines.append('%s%s%s %s' % (METRIC, name, labels, _number(value)))
+    return '\n'.join(lines) + '\n'
+
+
+def _number(value):
+    return repr(round(value, 3)) if isinstance(value, float) else str(int(value))
+
+
+def write_metrics(cfg, result, started, duration, error):
+    """Atomic write (temp + rename): the collector never reads half a file."""
+    path = metrics_path(cfg)
+    if path is None:
+        return
+    if error is not None and result is None:
+        result = {'kept': [os.path.join(cfg['dest'], n) for n in _snapshot.list_snapshots_at(cfg['dest'])]}
+    text = render_metrics(cfg['name'], result, started, duration, error, _previous_success(path, cfg['name']))
+    tmp = '%s.%d.tmp' % (path, os.getpid())
+    with open(tmp, 'w', encoding='utf-8') as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o644)
+    os.rename(tmp, path)
+
+
+# ---------------------------------------------------------------- logging
+
+def log(message, error=False):
+    """To the journal when systemd runs us (stdout is captured), else also
+    to syslog (cron mails or drops stdout)."""
+    stream = sys.stderr if error else sys.stdout
+    stream.write(message + '\n')
+    stream.flush()
+    if os.environ.get('JOURNAL_STREAM') or os.environ.get('INVOCATION_ID'):
+        return
+    try:
+        import syslog
+        syslog.openlog('fslinks-snapshot', 0, syslog.LOG_DAEMON)
+        syslog.syslog(syslog.LOG_ERR if error else syslog.LOG_INFO, message)
+    except (ImportError, OSError):
+        pass
+
+
+def summary(cfg, result):
+    stats = result.get('stats') or {}
+    return ('job %s: snapshot %s by %s in %.2fs: %d files (%d linked, %d reflinked, %d copied, %d bytes copied); '
+            '%d kept, %d pruned' % (cfg['name'], os.path.basename(result.get('snapshot') or '-'),
+                                    result.get('method') or '-', result.get('seconds') or 0,
+                                    stats.get('files', 0), stats.get('linked', 0), stats.get('reflinked', 0),
+                                    stats.get('copied', 0), stats.get('bytes_copied', 0),
+                                    len(result.get('kept') or []), len(result.get('pruned') or [])))
+
+
+# ---------------------------------------------------------------- CLI
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog='fslinks-snapshot',
+        description='Run and inspect the snapshot jobs deployed by fslinks.snapshots.snapshot_jobs.')
+    parser.add_argument('--config-dir', default=CONFIG_DIR, help='where JOB.json files live (%(default)s)')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    sub.required = True
+    run = sub.add_parser('run', help='make a snapshot now, then prune')
+    run.add_argument('job')
+    run.add_argument('--random-delay', type=int, default=0, metavar='SECONDS',
+                     help='first sleep a random time up to SECONDS (spreads a fleet started by cron)')
+    lst = sub.add_parser('list', help='list the complete snapshots of a job')
+    lst.add_argument('job')
+    lst.add_argument('--json', action='store_true', help='JSON instead of a table')
+    prune = sub.add_parser('prune', help='prune by the retention policy, make no snapshot')
+    prune.add_argument('job')
+    check = sub.add_parser('check', help='exit 2 when the newest snapshot is older than max_age (or none)')
+    check.add_argument('job')
+    validate = sub.add_parser('validate', help='validate a job config file (used before deploying it)')
+    validate.add_argument('file')
+    return parser
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == 'validate':
+            cfg = load_file(args.file)
+            print('job %s: config OK' % cfg['name'])
+            return EX_OK
+        cfg = load_job(args.job, args.config_dir)
+        if args.command == 'run':
+            if args.random_delay > 0:
+                time.sleep(random.uniform(0, args.random_delay))
+            log(summary(cfg, run_job(cfg)))
+        elif args.command == 'prune':
+            result = run_job(cfg, state='pruned')
+            log('job %s: pruned %d, kept %d' % (cfg['name'], len(result['pruned']), len(result['kept'])))
+        elif args.command == 'list':
+            _print_list(list_job(cfg), args.json)
+        elif args.command == 'check':
+            ok, message = check_job(cfg)
+            print(message)
+            return EX_OK if ok else EX_STALE
+        return EX_OK
+    except Busy as exc:
+        log('fslinks-snapshot: %s' % exc, error=True)
+        return EX_BUSY
+    except LinkError as exc:
+        log('fslinks-snapshot: %s' % exc, error=True)
+        return EX_USAGE if isinstance(exc, BadInput) and args.command != 'run' else EX_FAIL
+
+
+def _print_list(snaps, as_json):
+    if as_json:
+        print(json.dumps(snaps, indent=2))
+        return
+    print('%-24s %-20s %s' % ('NAME', 'TIME (UTC)', 'PATH'))
+    for snap in snaps:
+        print('%-24s %-20s %s' % (snap['name'], snap['time'], snap['path']))
