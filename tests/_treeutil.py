@@ -57,10 +57,10 @@ def _rmtree(path):
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def workdir():
-    """workdir(mnt) -> a new empty directory on the filesystem mounted at mnt, removed
-    (with everything in it) after the test."""
+def workdirs():
+    """Generator behind the ``workdir`` fixture (conftest): yields make(mnt) -> a new
+    empty directory on the filesystem mounted at mnt, removed (with everything in it,
+    btrfs subvolumes too) afterwards."""
     made = []
 
     def make(mnt, prefix='t-'):
@@ -212,7 +212,10 @@ def make_rich_tree(root, outside):
     Returns a dict of interesting relative paths (bytes)."""
     r = os.fsencode(root)
     os.mkdir(r)
-    j = lambda *parts: os.path.join(r, *parts)  # noqa: E731
+
+    def j(*parts):
+        return os.path.join(r, *parts)
+
     write(os.path.join(os.fsencode(outside), b'marker'), b'outside the tree\n')
 
     write(j(b'file.txt'), b'hello world\n' * 100, mode=0o644)

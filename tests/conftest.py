@@ -159,3 +159,12 @@ def small_ext4(loop_fs):
 def ansible_env():
     """Environment dict for running ansible commands in a subprocess."""
     return _ansible.ansible_env()
+
+
+@pytest.fixture
+def workdir():
+    """workdir(mnt) -> a new empty directory on the filesystem mounted at mnt,
+    removed with everything in it (btrfs subvolumes too) after the test."""
+    # Imported here: _treeutil imports the collection, which the top of this file makes importable.
+    import _treeutil  # pylint: disable=import-outside-toplevel
+    yield from _treeutil.workdirs()

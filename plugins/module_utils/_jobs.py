@@ -264,7 +264,7 @@ def main(argv=None):
     try:
         if args.command == 'validate':
             cfg = load_file(args.file)
-            print('job %s: config OK' % cfg['name'])
+            _out('job %s: config OK' % cfg['name'])
             return EX_OK
         cfg = load_job(args.job, args.config_dir)
         if args.command == 'run':
@@ -278,7 +278,7 @@ def main(argv=None):
             _print_list(list_job(cfg), args.json)
         elif args.command == 'check':
             ok, message = check_job(cfg)
-            print(message)
+            _out(message)
             return EX_OK if ok else EX_STALE
         return EX_OK
     except Busy as exc:
@@ -289,10 +289,14 @@ def main(argv=None):
         return EX_USAGE if isinstance(exc, BadInput) and args.command != 'run' else EX_FAIL
 
 
+def _out(text):
+    sys.stdout.write(text + '\n')
+
+
 def _print_list(snaps, as_json):
     if as_json:
-        print(json.dumps(snaps, indent=2))
+        _out(json.dumps(snaps, indent=2))
         return
-    print('%-24s %-20s %s' % ('NAME', 'TIME (UTC)', 'PATH'))
+    _out('%-24s %-20s %s' % ('NAME', 'TIME (UTC)', 'PATH'))
     for snap in snaps:
-        print('%-24s %-20s %s' % (snap['name'], snap['time'], snap['path']))
+        _out('%-24s %-20s %s' % (snap['name'], snap['time'], snap['path']))

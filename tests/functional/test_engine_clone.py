@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from _treeutil import (  # noqa: F401  (workdir is a fixture)
+from _treeutil import (
     NS, check_rich_copy, data, engine_as_nobody, extents_equal, filefrag_shared, leftovers,
-    make_rich_tree, rsync_diff, same_content, shared_bytes, state, workdir, write,
+    make_rich_tree, rsync_diff, same_content, shared_bytes, state, write,
 )
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _errors, _facts

@@ -13,7 +13,7 @@ import textwrap
 import pytest
 
 from _ansible import run_adhoc, run_playbook
-from _treeutil import data, filefrag_shared, run_tasks, workdir, write  # noqa: F401
+from _treeutil import data, filefrag_shared, run_tasks, write
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _facts, _mounts
 from ansible_collections.fslinks.snapshots.plugins.module_utils._clone import reflink_copy
@@ -32,7 +32,7 @@ def mounted(argv, mountpoint):
     try:
         yield mountpoint
     finally:
-        for _ in range(10):
+        for _attempt in range(10):
             if subprocess.run(['umount', str(mountpoint)], capture_output=True, check=False).returncode == 0:
                 break
         else:
@@ -221,7 +221,10 @@ def test_probe_answers_for_mounts_of_unknown_type(xfs, workdir):
         unprobed = _facts.link_facts(paths=[str(w / 'ovl')])
         probed = _facts.link_facts(paths=[str(w / 'ovl')], probe=True)
         assert os.listdir(w / 'ovl') == []
-    mount = lambda facts: [m for m in facts['mounts'] if m['mount'] == str(w / 'ovl')][0]  # noqa: E731
+
+    def mount(facts):
+        return [m for m in facts['mounts'] if m['mount'] == str(w / 'ovl')][0]
+
     assert mount(unprobed)['reflink'] is None and unprobed['paths'][str(w / 'ovl')]['reflink'] is None
     assert probed['paths'][str(w / 'ovl')]['reflink'] is True   # the kernel can clone there...
     assert mount(probed)['reflink'] is True, mount(probed)       # ...so the mount can too

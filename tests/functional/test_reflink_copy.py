@@ -18,9 +18,9 @@ import textwrap
 import pytest
 
 from _ansible import run_adhoc, run_playbook
-from _treeutil import (  # noqa: F401  (workdir is a fixture)
+from _treeutil import (
     NS, check_rich_copy, data, extents_equal, filefrag_shared, leftovers, make_rich_tree,
-    rsync_diff, run_tasks, same_content, state, workdir, write,
+    rsync_diff, run_tasks, same_content, state, write,
 )
 
 pytestmark = [pytest.mark.loopfs, pytest.mark.ansible]
@@ -271,7 +271,7 @@ def test_bad_input_fails_naming_path_and_cause(xfs, workdir):
         ('relative dest', w / 'file', 'out', ['out', 'absolute']),
     ]
     tasks = [{'name': name, 'fslinks.snapshots.reflink_copy': {'src': str(s), 'dest': str(d)},
-              'ignore_errors': True} for name, s, d, _ in cases]
+              'ignore_errors': True} for name, s, d, _expect in cases]
     before = state(w)
 
     results = run_tasks(tasks)
