@@ -30,6 +30,7 @@ test: setup
 	$(MAKE) --no-print-directory pytest || rc=1; \
 	$(MAKE) --no-print-directory sanity || rc=1; \
 	$(MAKE) --no-print-directory build-check || rc=1; \
+	$(MAKE) --no-print-directory lint || rc=1; \
 	if ((rc)); then echo "make test: FAILED (see above)" >&2; fi; \
 	exit $$rc
 
