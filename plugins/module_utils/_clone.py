@@ -9,6 +9,7 @@ previous snapshot).
 """
 
 import errno
+import fcntl
 import os
 import stat
 import time
@@ -19,12 +20,20 @@ from ._extents import extents_equal
 from ._tree import (
     DIR_FLAGS, FILE_FLAGS, PRESERVE_ALL, Meta, apply_meta_at, apply_meta_fd, display, join,
     lstat_at, meta_at, open_dir, open_dir_at, raise_fd_limit, read_xattrs, remove_tree_at,
+    reset_new_dir,
 )
 
 POLICIES = ('always', 'auto', 'never')
 _FS_LEVEL_ERRORS = (NotSupported, CrossDevice)
 _SENDFILE_MAX = 0x7ffff000
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _read_umask():
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
 
 
 def new_stats():
@@ -83,20 +92,24 @@ class DataCopier(object):
             return 'copy'
         return 'reflink'
 
-    def transfer(self, src_fd, dst_fd, size, src_dev, dst_dev, where):
-        """Returns ('reflink'|'copy', bytes)."""
+    def transfer(self, src_fd, dst_fd, size, src_dev, dst_dev, path):
+        """Returns ('reflink'|'copy', bytes).  ``path`` (bytes) is only
+        decoded for an error message: this runs once per file."""
         if self.policy != 'never' and (src_dev, dst_dev) not in self._no_clone:
             try:
-                _ioctl.clone_file(src_fd, dst_fd, where)
+                fcntl.ioctl(dst_fd, _ioctl.FICLONE, src_fd)
                 return 'reflink', size
-            except _FS_LEVEL_ERRORS as exc:
+            except OSError as err:
+                exc = from_oserror(err, display(path), 'reflink', _ioctl.REFLINK_UNSUPPORTED)
+                if not isinstance(exc, _FS_LEVEL_ERRORS):
+                    raise exc
                 if self.policy == 'always':
-                    raise type(exc)('reflink: %s: %s' % (where, _reason(exc)), where, exc.errno)
+                    raise type(exc)('reflink: %s: %s' % (display(path), _reason(exc)), display(path), exc.errno)
                 # EINVAL can be per file (btrfs nodatacow); the others are
                 # properties of the filesystem pair.
                 if exc.errno != errno.EINVAL:
                     self._no_clone[(src_dev, dst_dev)] = exc
-        return 'copy', copy_sparse(src_fd, dst_fd, size, where)
+        return 'copy', copy_sparse(src_fd, dst_fd, size, display(path))
 
     def probe_tree(self, src_root_fd, dest_dir_fd, where):
         """probe() with some regular file of the tree, if it has one."""
@@ -110,22 +123,25 @@ class DataCopier(object):
     def probe(self, src_fd, dest_dir_fd, where):
         """Clone src into an anonymous O_TMPFILE in dest's directory, before
         anything is created: reflink=always fails early with nothing left
-        behind, auto learns to copy straight away.  Cannot probe (no
-        O_TMPFILE, read-only...)?  The real run will tell."""
+        behind, auto learns to copy straight away.  Returns True (clones),
+        False (cannot) or None: could not probe (no O_TMPFILE, read-only...),
+        and the real run will tell."""
         if self.policy == 'never':
-            return
+            return None
         key = (os.fstat(src_fd).st_dev, os.fstat(dest_dir_fd).st_dev)
         try:
             tmp = os.open('.', os.O_RDWR | os.O_CLOEXEC | os.O_TMPFILE, 0o600, dir_fd=dest_dir_fd)
         except OSError:
-            return
+            return None
         try:
             _ioctl.clone_file(src_fd, tmp, where)
+            return True
         except _FS_LEVEL_ERRORS as exc:
             if self.policy == 'always':
                 raise type(exc)('reflink: %s: %s' % (where, _reason(exc)), where, exc.errno)
             if exc.errno != errno.EINVAL:
                 self._no_clone[key] = exc
+            return False
         finally:
             os.close(tmp)
 
@@ -165,8 +181,9 @@ class TreeCopier(object):
         self._inodes = {}       # (dev, ino) of src files with nlink > 1 -> [dest rel, links left]
         self._dest_root = None
         self._root_dev = None
-        self.dest_dev = None    # for predictions where dest does not exist yet
+        self.dest_dev = None    # dest's device where known (a fresh tree, predictions)
         self.changes = 0
+        self.umask = _read_umask()      # per run: the process may change it
 
     # ------------------------------------------------------------ entry points
 
@@ -328,11 +345,9 @@ class TreeCopier(object):
         if existing is not None and stat.S_ISDIR(existing.st_mode):
             raise BadInput('%s: src is a file but dest is a directory; remove it first'
                            % display(path), display(path), errno.EISDIR)
+        if prev_fd is not None and existing is None and self._link_unchanged(prev_fd, dst_fd, src_fd, name, path, st):
+            return
         src_meta = None
-        if prev_fd is not None and existing is None:
-            src_meta = meta_at(src_fd, name, st, self.xattrs)
-            if self._link_unchanged(prev_fd, dst_fd, name, path, src_meta):
-                return
         fd = self._open_src(src_fd, name, st, path)
         try:
             if src_meta is None:
@@ -355,24 +370,32 @@ class TreeCopier(object):
             raise Changed('open: %s: replaced while being read' % display(path), display(path), errno.EAGAIN)
         return fd
 
-    def _link_unchanged(self, prev_fd, dst_fd, name, path, src_meta):
-        """rsync --link-dest: link when equal in every preserved attribute."""
-        prev_st = lstat_at(prev_fd, name)
-        if prev_st is None or not stat.S_ISREG(prev_st.st_mode):
+    def _link_unchanged(self, prev_fd, dst_fd, src_fd, name, path, st):
+        """rsync --link-dest: link when equal in every preserved attribute.
+        The hot path of steady-state snapshots: stat results are compared
+        directly, xattrs (two listxattr calls) only when the rest is equal."""
+        try:
+            prev = os.stat(name, dir_fd=prev_fd, follow_symlinks=False)
+        except FileNotFoundError:
             return False
-        prev_meta = meta_at(prev_fd, name, prev_st, self.xattrs)
-        if src_meta.differs(prev_meta, PRESERVE_ALL if self.xattrs else PRESERVE_ALL - {'xattrs'}):
+        if (prev.st_mode != st.st_mode or prev.st_size != st.st_size or prev.st_mtime_ns != st.st_mtime_ns
+                or prev.st_uid != st.st_uid or prev.st_gid != st.st_gid):
             return False
-        self._report(path, 'link', src_meta, None)
+        if self.xattrs:
+            if meta_at(src_fd, name, st, True).xattrs != meta_at(prev_fd, name, prev, True).xattrs:
+                return False
         if not self.dry_run:
             try:
                 os.link(name, name, src_dir_fd=prev_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
             except OSError as exc:
-                if exc.errno == errno.EMLINK:     # too many links: fall back to a new copy
+                # EMLINK: too many links to that inode; EXDEV: the previous
+                # snapshot is another btrfs subvolume.  Either way: a new copy.
+                if exc.errno in (errno.EMLINK, errno.EXDEV):
                     return False
                 raise
+        self._report(path, 'link', None, None)
         self.stats['linked'] += 1
-        self.stats['bytes_linked'] += src_meta.size
+        self.stats['bytes_linked'] += st.st_size
         return True
 
     def _refresh_existing(self, fd, dst_fd, name, path, src_meta, existing):
@@ -412,20 +435,25 @@ class TreeCopier(object):
         """New data for dest: into a temporary name when dest exists (then
         renamed over it), straight to the name in a fresh tree."""
         before = Meta(existing) if existing is not None else None
+        src_dev = self._src_dev_of(fd)
         if self.dry_run:
-            method = self.copier.predict(os.fstat(fd).st_dev, self._dest_dev(dst_fd))
+            method = self.copier.predict(src_dev, self._dest_dev(dst_fd))
             self._count_write(method, src_meta.size)
             self._report(path, method, src_meta, before)
             return
         tmp = name if self.fresh else temp_name(name)
-        out = os.open(tmp, _CREATE, 0o600, dir_fd=dst_fd)
+        # In a fresh tree (its directories are 0700 until finished) a file
+        # may be born with its final permissions, saving a chmod.
+        born = self._born_mode(src_meta.mode) if self.fresh else 0o600
+        out = os.open(tmp, _CREATE, born, dir_fd=dst_fd)
         try:
-            method, nbytes = self.copier.transfer(fd, out, src_meta.size, os.fstat(fd).st_dev,
-                                                  os.fstat(out).st_dev, display(path))
-            after = os.fstat(fd)
-            if after.st_size != src_meta.size or after.st_mtime_ns != src_meta.mtime_ns:
-                self.stats['changed_during_run'] += 1
-            apply_meta_fd(out, src_meta, self.preserve)
+            method, nbytes = self.copier.transfer(fd, out, src_meta.size, src_dev,
+                                                  self._dest_dev(dst_fd), path)
+            if method == 'copy':     # a clone is atomic; a copy can catch a file mid-write
+                after = os.fstat(fd)
+                if after.st_size != src_meta.size or after.st_mtime_ns != src_meta.mtime_ns:
+                    self.stats['changed_during_run'] += 1
+            apply_meta_fd(out, src_meta, self.preserve, new=self.fresh, born_mode=born)
             if self.fsync:
                 os.fsync(out)
         except BaseException:
@@ -442,6 +470,12 @@ class TreeCopier(object):
         self._count_write(method, nbytes if method == 'copy' else src_meta.size)
         self._report(path, method, src_meta, before)
 
+    def _born_mode(self, mode):
+        perm = stat.S_IMODE(mode)
+        if perm & ~0o777 or perm & self.umask or 'mode' not in self.preserve:
+            return 0o600
+        return perm
+
     def _count_write(self, method, nbytes):
         if method == 'reflink':
             self.stats['reflinked'] += 1
@@ -451,7 +485,17 @@ class TreeCopier(object):
             self.stats['bytes_copied'] += nbytes
 
     def _dest_dev(self, dst_fd):
-        return os.fstat(dst_fd).st_dev if dst_fd is not None else self.dest_dev
+        """Device of dest: one for the whole tree in a fresh copy (we made
+        every directory of it), asked per directory otherwise."""
+        if self.fresh and self.dest_dev is not None or dst_fd is None:
+            return self.dest_dev
+        return os.fstat(dst_fd).st_dev
+
+    def _src_dev_of(self, fd):
+        # Files of one src directory share its device unless one_fs is off
+        # and the walk crossed into another filesystem; st_dev is in the
+        # lstat we already have, so this costs nothing on the common path.
+        return os.fstat(fd).st_dev if not self.one_fs else self._root_dev
 
     def _inner_hardlink(self, dst_fd, name, path, first, key):
         """A later name of an inode already copied: link it to the first."""
@@ -473,9 +517,31 @@ class TreeCopier(object):
         if self.dry_run:
             return
         tmp = name if existing is None else temp_name(name)
-        os.link(first_rel, tmp, src_dir_fd=self._dest_root, dst_dir_fd=dst_fd, follow_symlinks=False)
+        self._link_from_root(first_rel, tmp, dst_fd)
         if tmp != name:
             os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
+
+    def _link_from_root(self, rel, name, dst_fd):
+        """link dest_root/rel to dst_fd/name; beyond PATH_MAX, walk to rel's
+        directory with fds (O_NOFOLLOW) rather than handing the kernel the path."""
+        if len(rel) < 4000:
+            try:
+                os.link(rel, name, src_dir_fd=self._dest_root, dst_dir_fd=dst_fd, follow_symlinks=False)
+                return
+            except OSError as exc:
+                if exc.errno != errno.ENAMETOOLONG:
+                    raise
+        parts = rel.split(b'/')
+        fds = []
+        try:
+            parent = self._dest_root
+            for part in parts[:-1]:
+                parent = open_dir_at(parent, part)
+                fds.append(parent)
+            os.link(parts[-1], name, src_dir_fd=parent, dst_dir_fd=dst_fd, follow_symlinks=False)
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     # ------------------------------------------------------------ symlinks and specials
 
@@ -733,6 +799,7 @@ def _run(tree, src_real, src_st, parent_fd, name, dest_st, where):
         try:
             dst_fd = open_dir_at(parent_fd, tmp)
             try:
+                reset_new_dir(dst_fd)
                 tree.copy_tree(src_fd, dst_fd)
                 os.fsync(dst_fd)
             finally:

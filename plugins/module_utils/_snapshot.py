@@ -18,6 +18,7 @@ import datetime
 import errno
 import fcntl
 import os
+import re
 import stat
 import time
 
@@ -25,7 +26,7 @@ from . import _ioctl, _retention
 from ._clone import DataCopier, TreeCopier, _first_regular_file, new_stats
 from ._errors import BadInput, Busy, LinkError, NotSupported, from_oserror
 from ._mounts import mount_of, read_mounts, reflink_capable
-from ._tree import PRESERVE_ALL, Excluder, lstat_at, open_dir, open_dir_at, remove_tree_at
+from ._tree import PRESERVE_ALL, Excluder, lstat_at, reset_new_dir, open_dir, open_dir_at, remove_tree_at
 
 METHODS = ('auto', 'btrfs', 'reflink', 'hardlink', 'copy')
 LOCK_NAME = '.fslinks-snapshot.lock'
@@ -104,10 +105,13 @@ def list_snapshots(dest_fd):
 
 
 def leftovers(dest_fd):
-    """Names left by killed runs: partial snapshots and half-deleted ones."""
+    """Names left by killed runs: partial snapshots, half-deleted ones and
+    the temporary symlink of a ``latest`` being replaced."""
     out = []
     with os.scandir(dest_fd) as it:
         for entry in it:
+            if LATEST_TMP.match(entry.name):
+                out.append(entry.name)
             for suffix in (PARTIAL, DELETING):
                 if entry.name.endswith(suffix) and _retention.parse_snapshot_name(entry.name[:-len(suffix)]):
                     out.append(entry.name)
@@ -154,6 +158,9 @@ def remove_snapshot(dest_fd, name):
     """Delete one snapshot or leftover: rename it out of the snapshot
     namespace first, so that a half-deleted tree is never listed."""
     doomed = name
+    if LATEST_TMP.match(name):
+        os.unlink(name, dir_fd=dest_fd)
+        return
     if not name.endswith((PARTIAL, DELETING)):
         doomed = name + DELETING
         os.rename(name, doomed, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
@@ -231,7 +238,11 @@ def _can_clone(src_fd, dest_fd, dest_info, strict, where):
             raise NotSupported('method reflink: %s: filesystem does not support reflink' % where, where)
         return bool(ok)
     try:
-        copier.probe(probe, dest_fd, where)
+        if copier.probe(probe, dest_fd, where) is None:      # could not probe here
+            ok = reflink_capable(dest_info['mount'])
+            if strict and ok is False:
+                raise NotSupported('method reflink: %s: filesystem does not support reflink' % where, where)
+            return bool(ok)
         return True
     except (NotSupported, LinkError) as exc:
         if strict:
@@ -262,12 +273,11 @@ def _fsync_dir(fd):
             raise
 
 
+LATEST_TMP = re.compile(r'\A\.%s\.fslinks-[0-9]+\.tmp\Z' % LATEST)
+
+
 def _set_latest(dest_fd, name):
     tmp = '.%s.fslinks-%d.tmp' % (LATEST, os.getpid())
-    try:
-        os.unlink(tmp, dir_fd=dest_fd)
-    except FileNotFoundError:
-        pass
     os.symlink(name, tmp, dir_fd=dest_fd)
     os.rename(tmp, LATEST, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
 
@@ -283,10 +293,10 @@ def run(req, state='present', dry_run=False, now=None, report=None):
     now = now or _now()
     result = {'changed': False, 'snapshot': None, 'method': None, 'stats': new_stats(),
               'pruned': [], 'kept': [], 'leftovers_removed': []}
-    if not dry_run and not os.path.isdir(req.dest):
+    if not dry_run and state == 'present' and not os.path.isdir(req.dest):
         _plan_new_root(req, state, now, None, validate_only=True)    # a forced method fails before mkdir
-    dest_fd = _open_dest(req, create=not dry_run)
-    if dest_fd is None:          # check mode and no root yet: everything is new
+    dest_fd = _open_dest(req, create=not dry_run and state == 'present')
+    if dest_fd is None:          # no root yet: check mode plans a first, full snapshot
         result.update(_plan_new_root(req, state, now, report))
         result['seconds'] = round(time.monotonic() - started, 3)
         return result
@@ -295,7 +305,7 @@ def run(req, state='present', dry_run=False, now=None, report=None):
         if not dry_run:
             lock = Lock(dest_fd, req.dest, req.lock_timeout)
             for name in leftovers(dest_fd):
-                remove_snapshot(dest_fd, name)
+                _guarded(remove_snapshot, req.dest, name, 'remove leftover')(dest_fd, name)
                 result['leftovers_removed'].append(os.path.join(req.dest, name))
                 result['changed'] = True
         existing = list_snapshots(dest_fd)
@@ -305,13 +315,13 @@ def run(req, state='present', dry_run=False, now=None, report=None):
             existing = existing + [name] if (made or dry_run) else existing
             result['changed'] = True
             result['snapshot'] = os.path.join(req.dest, name)
-        kept, pruned = _retention.select(existing, req.keep, now=now)
+        kept, pruned = _retention.select(existing, req.keep, now=_retention_now(existing, now))
         if result['snapshot']:
             new = os.path.basename(result['snapshot'])
             pruned = [p for p in pruned if p != new]      # belt and braces: never the new one
         for name in pruned:
             if not dry_run:
-                remove_snapshot(dest_fd, name)
+                _guarded(remove_snapshot, req.dest, name, 'prune')(dest_fd, name)
             result['changed'] = True
         result['pruned'] = [os.path.join(req.dest, n) for n in pruned]
         result['kept'] = [os.path.join(req.dest, n) for n in kept]
@@ -323,6 +333,28 @@ def run(req, state='present', dry_run=False, now=None, report=None):
         os.close(dest_fd)
     result['seconds'] = round(time.monotonic() - started, 3)
     return result
+
+
+def _retention_now(existing, now):
+    """The "now" of retention: never before our own newest snapshot.  After
+    the clock went back, new snapshots are named after the newest one
+    (T-2, T-3...); retention keeps snapshots from the future whatever the
+    rules, so judged by the wall clock, nothing would ever be pruned."""
+    if not existing:
+        return now
+    return max(now, _retention.parse_snapshot_name(existing[-1])[0])
+
+
+def _guarded(func, dest, name, action):
+    """func with its bare OSErrors typed and naming DEST/NAME."""
+    def call(*args):
+        try:
+            return func(*args)
+        except LinkError:
+            raise
+        except OSError as exc:
+            raise from_oserror(exc, os.path.join(dest, os.fsdecode(name)), action)
+    return call
 
 
 def _open_dest(req, create):
@@ -373,7 +405,9 @@ def _plan_new_root(req, state, now, report, validate_only=False):
 
 def _copier(req, method, src_fd, dest_fd, prev_fd, dry_run, report):
     """The TreeCopier of a method, having learnt whether src clones into dest."""
-    policy = {'reflink': 'always', 'hardlink': 'auto', 'copy': 'never'}.get(method, 'auto')
+    # A forced reflink clones every file or fails; chosen by auto, a file
+    # that cannot be cloned (btrfs nodatacow) is copied instead.
+    policy = {'hardlink': 'auto', 'copy': 'never'}.get(method, 'always' if req.method == 'reflink' else 'auto')
     tree = TreeCopier(policy, PRESERVE_ALL, fresh=True,
                       link_from=prev_fd if method == 'hardlink' else None,
                       excluder=req.excluder, one_fs=req.one_file_system, dry_run=dry_run, report=report)
@@ -406,15 +440,18 @@ def _make(req, dest_fd, existing, name, dry_run, report, result):
                 os.mkdir(partial, 0o700, dir_fd=dest_fd)
                 part_fd = open_dir_at(dest_fd, partial)
                 try:
+                    reset_new_dir(part_fd)
                     tree.copy_tree(src_fd, part_fd)
                 finally:
                     os.close(part_fd)
             _syncfs(dest_fd)
             os.rename(partial, name, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
-        except BaseException:
+        except BaseException as exc:
             _discard(dest_fd, partial)
+            if isinstance(exc, OSError) and not isinstance(exc, LinkError):
+                raise from_oserror(exc, os.path.join(req.dest, partial), 'create snapshot')
             raise
-        _set_latest(dest_fd, name)
+        _guarded(_set_latest, req.dest, LATEST, 'publish')(dest_fd, name)
         _fsync_dir(dest_fd)
         return True
     finally:

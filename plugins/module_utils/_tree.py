@@ -158,15 +158,22 @@ class Meta(object):
         return out
 
 
-def apply_meta_fd(fd, meta, preserve):
+_EUID, _EGID = os.geteuid(), os.getegid()
+
+
+def apply_meta_fd(fd, meta, preserve, new=False, born_mode=None):
     """Set preserved attributes on an open file or directory.  Order matters:
     chown clears set-id bits, an ACL xattr rewrites group mode bits, and the
-    times go last because everything else may touch them."""
-    if 'ownership' in preserve:
+    times go last because everything else may touch them.
+
+    ``new``: a file we just created in a directory we just created (0700,
+    no setgid yet), so it is ours and has no xattrs: skip what is already so.
+    """
+    if 'ownership' in preserve and not (new and meta.uid == _EUID and meta.gid == _EGID):
         os.fchown(fd, meta.uid, meta.gid)
-    if 'xattrs' in preserve and meta.xattrs is not None:
+    if 'xattrs' in preserve and meta.xattrs is not None and (meta.xattrs or not new):
         write_xattrs(fd, meta.xattrs)
-    if 'mode' in preserve:
+    if 'mode' in preserve and not (born_mode == stat.S_IMODE(meta.mode) and not meta.xattrs):
         os.fchmod(fd, stat.S_IMODE(meta.mode))
     if 'timestamps' in preserve:
         os.utime(fd, ns=(meta.atime_ns, meta.mtime_ns))
@@ -190,6 +197,16 @@ def meta_at(dfd, name, st, with_xattrs):
     """Meta of dfd/name for entries we do not open (dirs are read via fd)."""
     xattrs = read_xattrs(proc_path(dfd, name), follow=False) if with_xattrs else None
     return Meta(st, xattrs)
+
+
+def reset_new_dir(fd):
+    """The root of a fresh copy, just made by mkdir: drop what it inherited
+    from its parent (a setgid bit and group, default ACLs), so that nothing
+    built inside inherits them either: the copy gets src's attributes only,
+    and files created in it are ours (see apply_meta_fd's ``new``)."""
+    os.fchown(fd, _EUID, _EGID)
+    os.fchmod(fd, 0o700)
+    write_xattrs(fd, {})
 
 
 # ---------------------------------------------------------------- excludes
@@ -262,6 +279,17 @@ class Excluder(object):
 
 # ---------------------------------------------------------------- removal
 
+def _make_removable(fd):
+    """Snapshots keep src's modes, read-only directories included; a user
+    without CAP_DAC_OVERRIDE must first give them back u+wx to empty them."""
+    st = os.fstat(fd)
+    if st.st_uid == _EUID and st.st_mode & 0o300 != 0o300:
+        try:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
+        except OSError:
+            pass
+
+
 def remove_tree_at(dfd, name, on_subvolume=None):
     """Delete dfd/name and everything below it without following symlinks.
 
@@ -281,6 +309,7 @@ def remove_tree_at(dfd, name, on_subvolume=None):
         if fd is None:
             fd = open_dir_at(parent, entry)
             stack[-1] = (parent, entry, fd, None)
+            _make_removable(fd)
             pushed = False
             for child in os.scandir(fd):
                 if child.is_dir(follow_symlinks=False):
