@@ -19,7 +19,7 @@ from ._errors import BadInput, Changed, CrossDevice, LinkError, NotSupported, fr
 from ._extents import extents_equal
 from ._tree import (
     DIR_FLAGS, FILE_FLAGS, PRESERVE_ALL, Meta, apply_meta_at, apply_meta_fd, display, join,
-    lstat_at, meta_at, open_dir, open_dir_at, raise_fd_limit, read_xattrs, remove_tree_at,
+    lstat_at, meta_at, proc_path, open_dir, open_dir_at, raise_fd_limit, read_xattrs, remove_tree_at,
     reset_new_dir,
 )
 
@@ -41,7 +41,7 @@ def new_stats():
         'files': 0, 'dirs': 0, 'symlinks': 0, 'specials': 0,
         'linked': 0, 'reflinked': 0, 'copied': 0, 'hardlinks': 0, 'unchanged': 0,
         'metadata': 0, 'bytes_cloned': 0, 'bytes_copied': 0, 'bytes_linked': 0,
-        'changed_during_run': 0,
+        'changed_during_run': 0, 'xattr_files': 0,
     }
 
 
@@ -184,6 +184,7 @@ class TreeCopier(object):
         self.dest_dev = None    # dest's device where known (a fresh tree, predictions)
         self.changes = 0
         self.umask = _read_umask()      # per run: the process may change it
+        self.link_from_xattrs = True    # may files of link_from have xattrs?
 
     # ------------------------------------------------------------ entry points
 
@@ -352,6 +353,8 @@ class TreeCopier(object):
         try:
             if src_meta is None:
                 src_meta = Meta(st, read_xattrs(fd) if self.xattrs else None)
+                if src_meta.xattrs:
+                    self.stats['xattr_files'] += 1
             if existing is not None and stat.S_ISREG(existing.st_mode):
                 if self._refresh_existing(fd, dst_fd, dname, path, src_meta, existing):
                     return
@@ -381,8 +384,13 @@ class TreeCopier(object):
         if (prev.st_mode != st.st_mode or prev.st_size != st.st_size or prev.st_mtime_ns != st.st_mtime_ns
                 or prev.st_uid != st.st_uid or prev.st_gid != st.st_gid):
             return False
+        src_xattrs = None
         if self.xattrs:
-            if meta_at(src_fd, name, st, True).xattrs != meta_at(prev_fd, name, prev, True).xattrs:
+            src_xattrs = read_xattrs(proc_path(src_fd, name), follow=False)
+            # The previous snapshot's record says whether any of its files
+            # has xattrs; if none has, there is nothing to read there.
+            if (src_xattrs or self.link_from_xattrs) and \
+                    src_xattrs != read_xattrs(proc_path(prev_fd, name), follow=False):
                 return False
         if not self.dry_run:
             try:
@@ -396,6 +404,8 @@ class TreeCopier(object):
         self._report(path, 'link', None, None)
         self.stats['linked'] += 1
         self.stats['bytes_linked'] += st.st_size
+        if src_xattrs:
+            self.stats['xattr_files'] += 1
         return True
 
     def _refresh_existing(self, fd, dst_fd, name, path, src_meta, existing):

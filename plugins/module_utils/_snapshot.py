@@ -16,6 +16,7 @@ Only names that parse as snapshot stamps count: a .partial never does.
 import ctypes
 import datetime
 import errno
+import json
 import fcntl
 import os
 import re
@@ -105,16 +106,20 @@ def list_snapshots(dest_fd):
 
 
 def leftovers(dest_fd):
-    """Names left by killed runs: partial snapshots, half-deleted ones and
-    the temporary symlink of a ``latest`` being replaced."""
-    out = []
+    """Names left by killed runs: partial snapshots, half-deleted ones, the
+    temporary files of a ``latest`` or a record being replaced, records of
+    snapshots that are gone."""
     with os.scandir(dest_fd) as it:
-        for entry in it:
-            if LATEST_TMP.match(entry.name):
-                out.append(entry.name)
-            for suffix in (PARTIAL, DELETING):
-                if entry.name.endswith(suffix) and _retention.parse_snapshot_name(entry.name[:-len(suffix)]):
-                    out.append(entry.name)
+        names = set(e.name for e in it)
+    out = []
+    for name in names:
+        stem, dot, suffix = name.rpartition('.')
+        if LATEST_TMP.match(name) or RECORD_TMP.match(name):
+            out.append(name)
+        elif dot and '.' + suffix in (PARTIAL, DELETING) and _retention.parse_snapshot_name(stem):
+            out.append(name)
+        elif dot and '.' + suffix == RECORD and _retention.parse_snapshot_name(stem) and stem not in names:
+            out.append(name)
     return sorted(out)
 
 
@@ -158,7 +163,7 @@ def remove_snapshot(dest_fd, name):
     """Delete one snapshot or leftover: rename it out of the snapshot
     namespace first, so that a half-deleted tree is never listed."""
     doomed = name
-    if LATEST_TMP.match(name):
+    if LATEST_TMP.match(name) or RECORD_TMP.match(name) or name.endswith(RECORD):
         os.unlink(name, dir_fd=dest_fd)
         return
     if not name.endswith((PARTIAL, DELETING)):
@@ -171,6 +176,11 @@ def remove_snapshot(dest_fd, name):
         _delete_subvolume(dest_fd, doomed)
     else:
         remove_tree_at(dest_fd, os.fsencode(doomed), on_subvolume=_delete_subvolume)
+    base = doomed[:-len(PARTIAL)] if doomed.endswith(PARTIAL) else doomed[:-len(DELETING)]
+    try:
+        os.unlink(base + RECORD, dir_fd=dest_fd)
+    except FileNotFoundError:
+        pass
 
 
 def _delete_subvolume(parent_fd, name):
@@ -273,6 +283,37 @@ def _fsync_dir(fd):
             raise
 
 
+RECORD = '.json'     # DEST/NAME.json: what the run that made NAME did
+
+
+def write_record(dest_fd, name, record):
+    """The snapshot's record, next to it (inside it, rsync would see an
+    extra file).  Written atomically; a snapshot without one is still a
+    snapshot: the record is information, publication is the rename."""
+    tmp = '.%s%s.tmp' % (name, RECORD)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dest_fd)
+    try:
+        os.write(fd, json.dumps(record, indent=2, sort_keys=True).encode() + b'\n')
+    finally:
+        os.close(fd)
+    os.rename(tmp, name + RECORD, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
+
+
+def read_record(dest_fd, name):
+    """The record of snapshot NAME, or None (missing, unreadable, foreign)."""
+    try:
+        fd = os.open(name + RECORD, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dest_fd)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, 'rb') as handle:
+            record = json.loads(handle.read(1 << 20).decode('utf-8'))
+        return record if isinstance(record, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+RECORD_TMP = re.compile(r'\A\..*\.json\.tmp\Z')
 LATEST_TMP = re.compile(r'\A\.%s\.fslinks-[0-9]+\.tmp\Z' % LATEST)
 
 
@@ -419,6 +460,7 @@ def _copier(req, method, src_fd, dest_fd, prev_fd, dry_run, report):
 
 def _make(req, dest_fd, existing, name, dry_run, report, result):
     """Build NAME.partial, sync, publish as NAME, point latest at it."""
+    started = time.monotonic()
     src_fd = open_dir(req.src)
     prev_fd = None
     partial = name + PARTIAL
@@ -428,6 +470,9 @@ def _make(req, dest_fd, existing, name, dry_run, report, result):
         if method == 'hardlink' and existing:
             prev_fd = open_dir_at(dest_fd, existing[-1])
         tree = _copier(req, method, src_fd, dest_fd, prev_fd, dry_run, report)
+        if prev_fd is not None:
+            prev_record = read_record(dest_fd, existing[-1]) or {}
+            tree.link_from_xattrs = (prev_record.get('stats') or {}).get('xattr_files') != 0
         result['stats'] = tree.stats
         if dry_run:
             if method != 'btrfs':
@@ -446,6 +491,11 @@ def _make(req, dest_fd, existing, name, dry_run, report, result):
                     os.close(part_fd)
             _syncfs(dest_fd)
             os.rename(partial, name, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
+            write_record(dest_fd, name, {
+                'name': name, 'src': req.src, 'method': method, 'reason': reason,
+                'exclude': req.exclude, 'one_file_system': req.one_file_system,
+                'seconds': round(time.monotonic() - started, 3), 'stats': tree.stats,
+            })
         except BaseException as exc:
             _discard(dest_fd, partial)
             if isinstance(exc, OSError) and not isinstance(exc, LinkError):
