@@ -104,6 +104,10 @@ class DataCopier(object):
                 if not isinstance(exc, _FS_LEVEL_ERRORS):
                     raise exc
                 if self.policy == 'always':
+                    if exc.errno == errno.EINVAL:
+                        raise NotSupported('reflink: %s: this file cannot be cloned (on btrfs: a nodatacow file, '
+                                           'chattr +C); reflink=auto would copy it' % display(path),
+                                           display(path), exc.errno)
                     raise type(exc)('reflink: %s: %s' % (display(path), _reason(exc)), display(path), exc.errno)
                 # EINVAL can be per file (btrfs nodatacow); the others are
                 # properties of the filesystem pair.

@@ -270,7 +270,10 @@ def main(argv=None):
         if args.command == 'run':
             if args.random_delay > 0:
                 time.sleep(random.uniform(0, args.random_delay))
-            log(summary(cfg, run_job(cfg)))
+            result = run_job(cfg)
+            for warning in result.get('warnings', []):
+                log('job %s: %s' % (cfg['name'], warning), error=True)
+            log(summary(cfg, result))
         elif args.command == 'prune':
             result = run_job(cfg, state='pruned')
             log('job %s: pruned %d, kept %d' % (cfg['name'], len(result['pruned']), len(result['kept'])))

@@ -491,17 +491,21 @@ def _make(req, dest_fd, existing, name, dry_run, report, result):
                     os.close(part_fd)
             _syncfs(dest_fd)
             os.rename(partial, name, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
-            write_record(dest_fd, name, {
-                'name': name, 'src': req.src, 'method': method, 'reason': reason,
-                'exclude': req.exclude, 'one_file_system': req.one_file_system,
-                'seconds': round(time.monotonic() - started, 3), 'stats': tree.stats,
-            })
         except BaseException as exc:
             _discard(dest_fd, partial)
             if isinstance(exc, OSError) and not isinstance(exc, LinkError):
                 raise from_oserror(exc, os.path.join(req.dest, partial), 'create snapshot')
             raise
         _guarded(_set_latest, req.dest, LATEST, 'publish')(dest_fd, name)
+        try:
+            write_record(dest_fd, name, {
+                'name': name, 'src': req.src, 'method': method, 'reason': reason,
+                'exclude': req.exclude, 'one_file_system': req.one_file_system,
+                'seconds': round(time.monotonic() - started, 3), 'stats': tree.stats,
+            })
+        except OSError as exc:      # the snapshot is published; its record is a nicety
+            result.setdefault('warnings', []).append(
+                'could not write the record of %s: %s' % (os.path.join(req.dest, name), exc.strerror))
         _fsync_dir(dest_fd)
         return True
     finally:

@@ -243,6 +243,8 @@ def main():
         result['diff'] = {'before_header': p['dest'], 'after_header': p['dest'],
                           'before': ''.join(n + '\n' for n in before),
                           'after': ''.join(n + '\n' for n in after)}
+    for warning in result.pop('warnings', []):
+        module.warn(warning)
     if p['state'] == 'pruned':
         for key in ('snapshot', 'method', 'reason'):
             result.pop(key, None)
