@@ -7,7 +7,6 @@ one ansible-playbook process."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -33,45 +32,6 @@ NS = 1_600_000_000_123_456_789
 
 
 # ---------------------------------------------------------------- work directories
-
-def _rmtree(path):
-    path = Path(path)
-    if not path.exists() and not path.is_symlink():
-        return
-    # Make everything writable/traversable first (tests create mode-000 entries).
-    for dirpath, dirnames, _files in os.walk(path):
-        for d in dirnames:
-            with contextlib.suppress(OSError):
-                p = os.path.join(dirpath, d)
-                if not os.path.islink(p):
-                    os.chmod(p, 0o700)
-    try:
-        shutil.rmtree(path)
-    except OSError:
-        # btrfs subvolumes that rmdir refuses: delete them, then retry.
-        for dirpath, dirnames, _files in os.walk(path, topdown=False):
-            for d in dirnames:
-                p = os.path.join(dirpath, d)
-                if os.path.isdir(p) and not os.path.islink(p) and os.stat(p).st_ino == 256:
-                    subprocess.run(['btrfs', 'subvolume', 'delete', p], capture_output=True, check=False)
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def workdirs():
-    """Generator behind the ``workdir`` fixture (conftest): yields make(mnt) -> a new
-    empty directory on the filesystem mounted at mnt, removed (with everything in it,
-    btrfs subvolumes too) afterwards."""
-    made = []
-
-    def make(mnt, prefix='t-'):
-        d = Path(tempfile.mkdtemp(prefix=prefix, dir=str(mnt)))
-        made.append(d)
-        return d
-
-    yield make
-    for d in reversed(made):
-        _rmtree(d)
-
 
 # ---------------------------------------------------------------- files
 

@@ -164,7 +164,15 @@ def ansible_env():
 @pytest.fixture
 def workdir():
     """workdir(mnt) -> a new empty directory on the filesystem mounted at mnt,
-    removed with everything in it (btrfs subvolumes too) after the test."""
-    # Imported here: _treeutil imports the collection, which the top of this file makes importable.
-    import _treeutil  # pylint: disable=import-outside-toplevel
-    yield from _treeutil.workdirs()
+    removed with everything in it (read-only btrfs subvolumes too) after the test."""
+    # Imported here: _trees imports the collection, which the top of this file makes importable.
+    import _trees  # pylint: disable=import-outside-toplevel
+    made = []
+
+    def make(mnt, prefix='t-'):
+        made.append(_fsutil.fresh_dir(mnt, prefix=prefix))
+        return made[-1]
+
+    yield make
+    for path in reversed(made):
+        _trees.remove_tree(path)

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 import _ansible
-import _fsutil
 from _snapshots import create_subvolume, entries, is_readonly_subvolume, latest, leftovers, snapshots
-from _trees import assert_same_tree, make_hostile_tree, remove_tree, rsync_diff
+from _trees import assert_same_tree, make_hostile_tree, rsync_diff
 
 pytestmark = pytest.mark.ansible
 
@@ -26,19 +25,6 @@ STATS_KEYS = {'files', 'dirs', 'linked', 'reflinked', 'copied', 'bytes_copied', 
 RESULT_KEYS = {'changed', 'snapshot', 'method', 'reason', 'stats', 'pruned', 'kept', 'leftovers_removed',
                'seconds'}
 
-
-@pytest.fixture
-def workdir():
-    made = []
-
-    def make(mnt):
-        d = _fsutil.fresh_dir(mnt, prefix='mod-')
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        remove_tree(d)
 
 
 def snapshot(args, **kw):

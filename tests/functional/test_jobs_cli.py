@@ -69,7 +69,7 @@ def test_run_list_check_and_metrics(job):
         assert 'by reflink' in done.stdout
     listed = json.loads(cli(w, 'list', 'data', '--json').stdout)
     assert len(listed) == 2, listed                         # keep last 2
-    on_disk = sorted(n for n in os.listdir(cfg['dest']) if n.startswith('20'))
+    on_disk = sorted(n for n in os.listdir(cfg['dest']) if n.startswith('20') and not n.endswith('.json'))
     assert [s['name'] for s in listed] == on_disk
     assert os.readlink(os.path.join(cfg['dest'], 'latest')) == listed[-1]['name']
     table = cli(w, 'list', 'data').stdout.splitlines()

@@ -35,20 +35,6 @@ UTC = datetime.timezone.utc
 
 # ---------------------------------------------------------------- fixtures and helpers
 
-@pytest.fixture
-def workdir(request):
-    """work(fs_mount) -> a fresh directory on that filesystem, removed after the test."""
-    made = []
-
-    def make(mnt):
-        d = _fsutil.fresh_dir(mnt, prefix='snap-')
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        remove_tree(d)
-
 
 @pytest.fixture
 def clock():

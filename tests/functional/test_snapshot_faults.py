@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 import _ansible
-import _fsutil
 from _snapshots import LOCK_NAME, Clock, create_subvolume, latest, leftovers, records, snapshots
 from _trees import assert_same_tree, copy_reference, make_many_files, remove_tree, tree_state
 
@@ -43,19 +42,6 @@ result = run(req)
 print(json.dumps(result), flush=True)
 '''
 
-
-@pytest.fixture
-def workdir():
-    made = []
-
-    def make(mnt):
-        d = _fsutil.fresh_dir(mnt, prefix='fault-')
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        remove_tree(d)
 
 
 def start_engine(src, dest, **kw):
