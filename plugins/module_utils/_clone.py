@@ -261,16 +261,23 @@ class TreeCopier(object):
                 self._symlink(src_fd, dst_fd, name, path, st)
             else:
                 self._special(src_fd, dst_fd, name, path, st)
-        except FileNotFoundError as exc:
-            if lstat_at(src_fd, name) is None:
-                self.stats['changed_during_run'] += 1
+        except (OSError, LinkError) as exc:
+            if getattr(exc, 'errno', None) == errno.ENOENT and lstat_at(src_fd, name) is None:
+                self._vanished(path, st)        # rsync's "file has vanished": go on
                 return None
-            raise from_oserror(exc, display(path), 'copy')
-        except LinkError:
-            raise
-        except OSError as exc:
+            if isinstance(exc, LinkError):
+                raise
             raise from_oserror(exc, display(path), 'copy')
         return None
+
+    def _vanished(self, path, st):
+        """Forget an entry deleted from src while we were at it."""
+        self.stats['changed_during_run'] += 1
+        self.stats['dirs' if stat.S_ISDIR(st.st_mode) else 'files' if stat.S_ISREG(st.st_mode) else
+                   'symlinks' if stat.S_ISLNK(st.st_mode) else 'specials'] -= 1
+        first = self._inodes.get((st.st_dev, st.st_ino))
+        if first is not None and first[0] == path:
+            del self._inodes[(st.st_dev, st.st_ino)]
 
     # ------------------------------------------------------------ directories
 

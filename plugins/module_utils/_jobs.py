@@ -84,7 +84,12 @@ def load_file(path):
 def _request(cfg):
     return _snapshot.Request(cfg['src'], cfg['dest'], method=cfg['method'], keep=cfg['keep'],
                              exclude=cfg['exclude'], one_file_system=cfg['one_file_system'],
-                             lock_timeout=cfg['lock_timeout'])
+                             lock_timeout=cfg['lock_timeout'], create_dest=False)
+
+
+def init_job(cfg):
+    """Create the job's snapshot root; runs refuse a root that was not."""
+    _snapshot.initialize(_request(cfg))
 
 
 def run_job(cfg, state='present', now=None):
@@ -254,6 +259,8 @@ def _parser():
     prune.add_argument('job')
     check = sub.add_parser('check', help='exit 2 when the newest snapshot is older than max_age (or none)')
     check.add_argument('job')
+    init = sub.add_parser('init', help="create the job's snapshot root (runs refuse a missing one: unmounted disk)")
+    init.add_argument('job')
     validate = sub.add_parser('validate', help='validate a job config file (used before deploying it)')
     validate.add_argument('file')
     return parser
@@ -274,6 +281,9 @@ def main(argv=None):
             for warning in result.get('warnings', []):
                 log('job %s: %s' % (cfg['name'], warning), error=True)
             log(summary(cfg, result))
+        elif args.command == 'init':
+            init_job(cfg)
+            _out('job %s: snapshot root %s ready' % (cfg['name'], cfg['dest']))
         elif args.command == 'prune':
             result = run_job(cfg, state='pruned')
             log('job %s: pruned %d, kept %d' % (cfg['name'], len(result['pruned']), len(result['kept'])))

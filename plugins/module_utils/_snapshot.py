@@ -40,7 +40,7 @@ class Request(object):
     """A validated snapshot request."""
 
     def __init__(self, src, dest, method='auto', keep=None, exclude=(), one_file_system=True,
-                 lock_timeout=0, dest_mode=0o700):
+                 lock_timeout=0, dest_mode=0o700, create_dest=True):
         for label, path in (('src', src), ('dest', dest)):
             if not isinstance(path, str) or not path:
                 raise BadInput('%s must be a non-empty path' % label, path)
@@ -65,6 +65,9 @@ class Request(object):
         self.one_file_system = one_file_system
         self.lock_timeout = lock_timeout
         self.dest_mode = dest_mode
+        # Scheduled jobs pass False: a missing or uninitialized root then
+        # means "its disk is not mounted", not "start a new chain on /".
+        self.create_dest = create_dest
         self._check_paths()
 
     def _check_paths(self):
@@ -291,12 +294,21 @@ def write_record(dest_fd, name, record):
     extra file).  Written atomically; a snapshot without one is still a
     snapshot: the record is information, publication is the rename."""
     tmp = '.%s%s.tmp' % (name, RECORD)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dest_fd)
+    data = json.dumps(record, indent=2, sort_keys=True).encode() + b'\n'
     try:
-        os.write(fd, json.dumps(record, indent=2, sort_keys=True).encode() + b'\n')
-    finally:
-        os.close(fd)
-    os.rename(tmp, name + RECORD, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dest_fd)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        finally:
+            os.close(fd)
+        os.rename(tmp, name + RECORD, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
+    except OSError:
+        try:
+            os.unlink(tmp, dir_fd=dest_fd)
+        except OSError:
+            pass
+        raise
 
 
 def read_record(dest_fd, name):
@@ -334,6 +346,8 @@ def run(req, state='present', dry_run=False, now=None, report=None):
     now = now or _now()
     result = {'changed': False, 'snapshot': None, 'method': None, 'stats': new_stats(),
               'pruned': [], 'kept': [], 'leftovers_removed': []}
+    if not req.create_dest:
+        check_initialized(req.dest)
     if not dry_run and state == 'present' and not os.path.isdir(req.dest):
         _plan_new_root(req, state, now, None, validate_only=True)    # a forced method fails before mkdir
     dest_fd = _open_dest(req, create=not dry_run and state == 'present')
@@ -346,6 +360,8 @@ def run(req, state='present', dry_run=False, now=None, report=None):
         if not dry_run:
             lock = Lock(dest_fd, req.dest, req.lock_timeout)
             for name in leftovers(dest_fd):
+                if lstat_at(dest_fd, name) is None:      # went with another leftover
+                    continue
                 _guarded(remove_snapshot, req.dest, name, 'remove leftover')(dest_fd, name)
                 result['leftovers_removed'].append(os.path.join(req.dest, name))
                 result['changed'] = True
@@ -374,6 +390,23 @@ def run(req, state='present', dry_run=False, now=None, report=None):
         os.close(dest_fd)
     result['seconds'] = round(time.monotonic() - started, 3)
     return result
+
+
+def check_initialized(dest):
+    """A root that scheduled runs may use: it exists and holds our lock file."""
+    if not os.path.isfile(os.path.join(dest, LOCK_NAME)):
+        raise BadInput('snapshot root %s is missing or not initialized (no %s): is its filesystem mounted? '
+                       '(`fslinks-snapshot init JOB` initializes it; the snapshot_jobs role does)'
+                       % (dest, LOCK_NAME), dest, errno.ENOENT)
+
+
+def initialize(req):
+    """Create the snapshot root (0700) and its lock file; idempotent."""
+    fd = _open_dest(req, create=True)
+    try:
+        Lock(fd, req.dest, req.lock_timeout).release()
+    finally:
+        os.close(fd)
 
 
 def _retention_now(existing, now):
@@ -496,7 +529,11 @@ def _make(req, dest_fd, existing, name, dry_run, report, result):
             if isinstance(exc, OSError) and not isinstance(exc, LinkError):
                 raise from_oserror(exc, os.path.join(req.dest, partial), 'create snapshot')
             raise
-        _guarded(_set_latest, req.dest, LATEST, 'publish')(dest_fd, name)
+        try:
+            _set_latest(dest_fd, name)
+        except OSError as exc:
+            raise from_oserror(exc, os.path.join(req.dest, name),
+                               'published, but could not point %s at it' % os.path.join(req.dest, LATEST))
         try:
             write_record(dest_fd, name, {
                 'name': name, 'src': req.src, 'method': method, 'reason': reason,

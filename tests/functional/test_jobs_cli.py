@@ -38,6 +38,7 @@ def job(xfs, workdir):
     (w / 'etc').mkdir()
     (w / 'metrics').mkdir()
     write_config(w, cfg)
+    assert cli(w, 'init', 'data').returncode == 0
     return w, cfg
 
 
@@ -103,7 +104,6 @@ def test_failed_run_keeps_last_success_and_snapshots(job):
 
 def test_busy_job_exits_75(job):
     w, cfg = job
-    os.makedirs(cfg['dest'])
     fd = os.open(os.path.join(cfg['dest'], '.fslinks-snapshot.lock'), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -155,3 +155,16 @@ def test_validate_rejects_bad_configs(job, change, words):
     good = w / 'good.json'
     good.write_text(json.dumps(cfg))
     assert cli(w, 'validate', str(good)).returncode == 0
+
+
+def test_missing_root_is_not_recreated(job):
+    """An unmounted disk must not start a new chain on the parent filesystem."""
+    w, cfg = job
+    assert cli(w, 'run', 'data').returncode == 0
+    os.rename(cfg['dest'], cfg['dest'] + '.away')          # as if its filesystem were not mounted
+    gone = cli(w, 'run', 'data')
+    assert gone.returncode == _jobs.EX_FAIL and 'is missing or not initialized' in gone.stderr, gone.stderr
+    assert not os.path.exists(cfg['dest'])
+    os.mkdir(cfg['dest'])                                    # an empty mount point dir: still refused
+    assert cli(w, 'run', 'data').returncode == _jobs.EX_FAIL
+    assert os.listdir(cfg['dest']) == []
