@@ -113,6 +113,11 @@ attributes:
     details: Linux only.
 notes:
   - Every run with O(state=present) makes a new snapshot and so reports changed.
+  - Next to each snapshot C(DEST/NAME) the run writes its record C(DEST/NAME.json) (method, reason,
+    stats, duration), as Timeshift and snapper keep an info file; it is removed with the snapshot.
+  - Like C(rsync --link-dest), the hardlink method links each unchanged file to the previous snapshot
+    on its own; two src files that were one inode in the previous snapshot and were since split
+    into two equal files become one inode again in the new snapshot.
   - btrfs snapshots do not contain nested subvolumes (they show as empty directories).
 seealso:
   - module: fslinks.snapshots.reflink_copy
@@ -174,6 +179,7 @@ stats:
     specials: {description: 'Fifos, sockets and device nodes.', type: int, returned: always}
     hardlinks: {description: Hard links inside O(src) kept as links., type: int, returned: always}
     changed_during_run: {description: Files that changed or vanished while being copied., type: int, returned: always}
+    xattr_files: {description: Files with extended attributes (ACLs included)., type: int, returned: always}
   sample: {files: 1200, dirs: 80, linked: 1190, reflinked: 0, copied: 10, bytes_copied: 40960,
            bytes_cloned: 0, symlinks: 3, specials: 0, hardlinks: 0, changed_during_run: 0}
 pruned:
