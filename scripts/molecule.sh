@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Run one Molecule scenario on containers whose data disk is a real filesystem:
+#   scripts/molecule.sh SCENARIO [MOLECULE_COMMAND [ARGS...]]     (default command: test)
+#
+#   1. scripts/testbed.sh: docker.io, a Docker daemon, the fslinks-debian:{systemd,cron} images;
+#   2. three loop filesystems made and mounted on the host (ext4, XFS with reflink=1, btrfs with
+#      user_subvol_rm_allowed), each with a `src` (a subvolume on btrfs, a directory elsewhere);
+#      molecule/shared/create.yml bind-mounts each into its container at /data;
+#   3. `molecule test -s SCENARIO` (or the command given) on a copy of the collection taken at
+#      the start, so edits to the checkout during the run do not change what is tested;
+#   4. always, also after a failure, Ctrl-C or kill: removes this run's containers (by label),
+#      unmounts the filesystems, detaches the loop devices and deletes the images.
+# Leftovers of runs that were killed with SIGKILL are cleaned at the start of the next run.
+#
+# Environment: FSLINKS_MOLECULE_BASE (default /var/tmp/fslinks-molecule) holds one folder per
+# run; FSLINKS_DISK_SIZE (default 400M: XFS needs at least 300M; the images are sparse).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SCENARIO=${1:?usage: scripts/molecule.sh SCENARIO [MOLECULE_COMMAND [ARGS...]]}
+shift
+(($#)) || set -- test
+BASE=${FSLINKS_MOLECULE_BASE:-/var/tmp/fslinks-molecule}
+SIZE=${FSLINKS_DISK_SIZE:-400M}
+FILESYSTEMS=(ext4 xfs btrfs)
+export PATH=$ROOT/.venv/bin:$PATH:/usr/local/sbin:/usr/sbin:/sbin
+# Plain logs when not on a terminal (CI), unless colours were asked for explicitly.
+if [[ ! -t 1 && -z ${PY_COLORS:-}${FORCE_COLOR:-}${ANSIBLE_FORCE_COLOR:-} ]]; then
+    export NO_COLOR=1
+fi
+
+say() { echo "molecule.sh: $*"; }
+die() { echo "molecule.sh: $*" >&2; exit 1; }
+
+[[ -f $ROOT/molecule/$SCENARIO/molecule.yml ]] || die "no scenario molecule/$SCENARIO"
+[[ $(id -u) -eq 0 ]] || die "needs root (loop devices, mount, docker)"
+[[ -x $ROOT/.venv/bin/molecule ]] || die "no molecule in .venv: run scripts/setup.sh (make setup)"
+
+"$ROOT/scripts/testbed.sh"
+
+# --- teardown of one run folder (ours at exit, or a dead run's) ----------------------------
+teardown() {  # RUNDIR
+    local dir=$1 run ids fs dev img
+    run=$(basename "$dir")
+    ids=$(docker ps -aq --filter "label=fslinks.molecule.run=$run" 2>/dev/null || true)
+    if [[ -n $ids ]]; then
+        # shellcheck disable=SC2086
+        docker rm -f -v $ids >/dev/null 2>&1 || true
+    fi
+    for fs in "${FILESYSTEMS[@]}"; do
+        if mountpoint -q "$dir/$fs" 2>/dev/null; then
+            for _ in 1 2 3 4 5 6 7 8 9 10; do
+                umount "$dir/$fs" 2>/dev/null && break
+                sleep 0.3
+            done
+            mountpoint -q "$dir/$fs" && umount -l "$dir/$fs"
+        fi
+        img=$dir/$fs.img
+        if [[ -e $img ]]; then
+            for dev in $(losetup -n -O NAME -j "$img" 2>/dev/null); do
+                losetup -d "$dev" 2>/dev/null || true
+            done
+        fi
+    done
+    rm -rf "$dir"
+}
+
+# Leftovers of killed runs: only folders whose owner pid is dead.
+if [[ -d $BASE ]]; then
+    for dir in "$BASE"/*/; do
+        dir=${dir%/}
+        [[ -f $dir/pid ]] || continue
+        pid=$(cat "$dir/pid" 2>/dev/null || echo)
+        if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+            continue
+        fi
+        say "cleaning up after a killed run: $dir"
+        teardown "$dir"
+    done
+fi
+
+RUN=fslinks-$SCENARIO-$$
+RUNDIR=$BASE/$RUN
+mkdir -p "$RUNDIR"
+echo $$ >"$RUNDIR/pid"
+
+MPID=
+# shellcheck disable=SC2317  # run by the traps below
+finish() {
+    local rc=$?
+    trap - EXIT INT TERM HUP
+    if [[ -n $MPID ]] && kill -0 "$MPID" 2>/dev/null; then
+        # Interrupted: stop molecule first (it ignores SIGINT as a background job).
+        kill -TERM "$MPID" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$MPID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$MPID" 2>/dev/null || true
+    fi
+    say "tearing down $RUN"
+    teardown "$RUNDIR"
+    exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# --- data disks ----------------------------------------------------------------------------
+declare -A MKFS=(
+    [ext4]='mkfs.ext4 -q -F'
+    [xfs]='mkfs.xfs -q -f -m reflink=1'
+    [btrfs]='mkfs.btrfs -q -f'
+)
+declare -A MOUNT_OPTS=([ext4]='' [xfs]='' [btrfs]='user_subvol_rm_allowed')
+for fs in "${FILESYSTEMS[@]}"; do
+    img=$RUNDIR/$fs.img
+    mnt=$RUNDIR/$fs
+    mkdir -p "$mnt"
+    truncate -s "$SIZE" "$img"
+    ${MKFS[$fs]} "$img" >/dev/null
+    # An explicit device (never a fixed loop number): others may hold some.
+    dev=$(losetup --find --show "$img")
+    mount -t "$fs" ${MOUNT_OPTS[$fs]:+-o "${MOUNT_OPTS[$fs]}"} "$dev" "$mnt"
+    if [[ $fs == btrfs ]]; then
+        btrfs -q subvolume create "$mnt/src" >/dev/null
+    else
+        mkdir "$mnt/src"
+    fi
+done
+say "data disks of $RUN ready: $(for fs in "${FILESYSTEMS[@]}"; do printf '%s ' "$fs=$(findmnt -n -o SOURCE "$RUNDIR/$fs")"; done)"
+
+# --- a frozen copy of the collection --------------------------------------------------------
+# Molecule runs on a copy of what git would ship (tracked + untracked-not-ignored files), at
+# .../ansible_collections/fslinks/snapshots: edits to the checkout during a run (the role ships
+# plugins/module_utils to the hosts) cannot change the code between converge and idempotence.
+TREE=$RUNDIR/collections/ansible_collections/fslinks/snapshots
+mkdir -p "$TREE"
+cd "$ROOT"
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    git ls-files -z --cached --others --exclude-standard \
+        | rsync -a --from0 --files-from=- --ignore-missing-args . "$TREE/"
+else
+    rsync -a --exclude .git --exclude .venv --exclude .collections --exclude tests/output \
+        --exclude __pycache__ . "$TREE/"
+fi
+export ANSIBLE_COLLECTIONS_PATH=$RUNDIR/collections
+
+# --- molecule ------------------------------------------------------------------------------
+# create.yml reads these: container names and labels, and the bind-mount sources.
+export FSLINKS_MOLECULE_RUN=$RUN
+export FSLINKS_MOLECULE_DISKS=$RUNDIR
+# Molecule's state and inventory for this run only: a run always starts from nothing (every run
+# ends with a teardown), and concurrent runs of checkouts with the same folder name never share.
+export MOLECULE_EPHEMERAL_DIRECTORY=$RUNDIR/molecule
+cd "$TREE"
+t0=$SECONDS
+rc=0
+# In the background and waited for, so that a signal to this script runs the teardown at once
+# (bash runs traps only between foreground commands).
+molecule "$@" -s "$SCENARIO" &
+MPID=$!
+wait "$MPID" || rc=$?
+MPID=
+say "molecule $1 -s $SCENARIO: exit $rc after $((SECONDS - t0)) s"
+exit "$rc"
