@@ -1,0 +1,100 @@
+# Copyright: fslinks.snapshots contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The snapshot_jobs role applied to this machine with every path it writes redirected into a
+sandbox (extra vars outrank role vars): deploy, run the deployed CLI, idempotence, check mode,
+remove a job (its snapshots stay), and bad variables stopped by the argument spec.
+Molecule (molecule/default) runs the same role on containers with systemd and cron."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from _ansible import run_playbook
+
+pytestmark = [pytest.mark.loopfs, pytest.mark.ansible]
+
+PLAY = '''
+- hosts: localhost
+  gather_facts: false
+  roles:
+    - role: fslinks.snapshots.snapshot_jobs
+'''
+
+
+def apply(sandbox, jobs, check=False):
+    extra = {
+        'snapshot_jobs': jobs,
+        'snapshot_jobs_scheduler': 'cron',
+        'snapshot_jobs_install_dir': str(sandbox / 'lib'),
+        'snapshot_jobs_config_dir': str(sandbox / 'etc'),
+        'snapshot_jobs_metrics_dir': str(sandbox / 'metrics'),
+        '__snapshot_jobs_cli': str(sandbox / 'bin' / 'fslinks-snapshot'),
+        '__snapshot_jobs_cron_dir': str(sandbox / 'cron.d'),
+        '__snapshot_jobs_unit_dir': str(sandbox / 'units'),
+    }
+    for sub in ('bin', 'cron.d', 'units'):
+        (sandbox / sub).mkdir(exist_ok=True)
+    return run_playbook(PLAY, extra_args=['-e', json.dumps(extra)], check=check)
+
+
+def changed(proc):
+    recap = [line for line in proc.stdout.splitlines() if line.startswith('localhost')][-1]
+    return int(recap.split('changed=')[1].split()[0])
+
+
+def test_deploy_run_remove(xfs, workdir):
+    w = workdir(xfs)
+    src = w / 'src'
+    src.mkdir()
+    (src / 'file').write_text('data\n')
+    job = {'name': 'data', 'src': str(src), 'dest': str(w / 'snaps'), 'keep': {'last': 2}}
+
+    dry = apply(w, [job], check=True)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert not (w / 'etc' / 'data.json').exists() and not (w / 'snaps').exists()
+
+    first = apply(w, [job])
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = apply(w, [job])
+    assert again.returncode == 0 and changed(again) == 0, again.stdout
+
+    cron = (w / 'cron.d' / 'fslinks-snapshot-data').read_text()
+    assert '@hourly root %s' % (w / 'bin' / 'fslinks-snapshot') in cron
+    assert json.loads((w / 'etc' / 'data.json').read_text())['max_age'] == 7200
+    assert (w / 'snaps' / '.fslinks-snapshot.lock').exists()           # initialized by the role
+    engine = Path(__file__).parents[2] / 'plugins' / 'module_utils' / '_snapshot.py'
+    assert (w / 'lib' / 'fslinks_snapshots' / '_snapshot.py').read_bytes() == engine.read_bytes()
+
+    # The deployed CLI, with the deployed engine, as cron would run it.
+    cli = [str(w / 'bin' / 'fslinks-snapshot'), '--config-dir', str(w / 'etc')]
+    for _round in range(3):
+        done = subprocess.run(cli + ['run', 'data'], capture_output=True, text=True, check=False)
+        assert done.returncode == 0 and 'by reflink' in done.stdout, done.stderr
+    listed = json.loads(subprocess.run(cli + ['list', 'data', '--json'], capture_output=True, text=True,
+                                       check=True).stdout)
+    assert len(listed) == 2
+    assert (w / 'metrics' / 'fslinks_snapshot_data.prom').exists()
+
+    gone = apply(w, [dict(job, state='absent')])
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert not (w / 'cron.d' / 'fslinks-snapshot-data').exists()
+    assert not (w / 'etc' / 'data.json').exists()
+    assert not (w / 'metrics' / 'fslinks_snapshot_data.prom').exists()
+    assert [p['path'] for p in listed] == sorted(str(p) for p in (w / 'snaps').iterdir()
+                                                 if p.is_dir() and not p.is_symlink())  # snapshots stay
+
+
+@pytest.mark.parametrize('job, words', [
+    ({'name': 'x', 'dest': '/srv/snaps'}, 'missing required arguments: src'),
+    ({'name': 'x', 'src': '/srv', 'dest': '/srv/snaps', 'method': 'zfs'}, 'method'),
+    ({'name': 'x', 'src': '/srv', 'dest': '/srv/snaps', 'keep': {'dayly': 3}}, 'dayly'),
+    ({'name': 'x', 'src': '/srv', 'dest': '/srv/snaps', 'state': 'gone'}, 'state'),
+])
+def test_bad_variables_are_rejected_before_anything(tmp_path, job, words):
+    proc = apply(tmp_path, [job])
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert 'Validating arguments against arg spec' in out and words in out, out
+    assert not (tmp_path / 'etc').exists() and not (tmp_path / 'lib').exists()
