@@ -157,3 +157,19 @@ def test_prune_keeps_last_three(host, runs):
     assert runs
     host.check_output('%s prune %s' % (CLI, JOB))
     assert len(snapshots(host)) == KEEP_LAST
+
+
+def test_scheduler_runs_the_job(host, name, runs):
+    """What the timer (systemd) or cron starts really makes a snapshot, and logs it."""
+    assert runs
+    before = snapshots(host)[-1]['name']
+    if INIT[name] == 'systemd':
+        host.check_output('systemctl start fslinks-snapshot@%s.service' % JOB)      # oneshot: waits
+        log = host.check_output('journalctl -u fslinks-snapshot@%s.service --no-pager -o cat' % JOB)
+        assert 'job %s: snapshot' % JOB in log, log
+    else:
+        line = [ln for ln in host.file('/etc/cron.d/fslinks-snapshot-%s' % JOB).content_string.splitlines()
+                if ln.startswith('@hourly')][0]
+        host.check_output(line.split(' root ', 1)[1])                 # the command cron would run
+    assert snapshots(host)[-1]['name'] != before
+    assert host.run('%s check %s' % (CLI, JOB)).rc == 0
