@@ -20,7 +20,7 @@ from ._extents import extents_equal
 from ._tree import (
     DIR_FLAGS, FILE_FLAGS, PRESERVE_ALL, Meta, apply_meta_at, apply_meta_fd, display, join,
     lstat_at, meta_at, proc_path, open_dir, open_dir_at, raise_fd_limit, read_xattrs, remove_tree_at,
-    reset_new_dir,
+    reset_new_dir, syncfs,
 )
 
 POLICIES = ('always', 'auto', 'never')
@@ -822,7 +822,7 @@ def _run(tree, src_real, src_st, parent_fd, name, dest_st, where):
             try:
                 reset_new_dir(dst_fd)
                 tree.copy_tree(src_fd, dst_fd)
-                os.fsync(dst_fd)
+                syncfs(dst_fd)          # the whole copy on disk before it gets its name
             finally:
                 os.close(dst_fd)
             os.rename(tmp, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)

@@ -13,7 +13,6 @@ A run, under an exclusive lock on the snapshot root:
 Only names that parse as snapshot stamps count: a .partial never does.
 """
 
-import ctypes
 import datetime
 import errno
 import json
@@ -27,7 +26,7 @@ from . import _ioctl, _retention
 from ._clone import DataCopier, TreeCopier, _first_regular_file, new_stats
 from ._errors import BadInput, Busy, LinkError, NotSupported, from_oserror
 from ._mounts import mount_of, read_mounts, reflink_capable
-from ._tree import PRESERVE_ALL, Excluder, lstat_at, reset_new_dir, open_dir, open_dir_at, remove_tree_at
+from ._tree import PRESERVE_ALL, Excluder, lstat_at, reset_new_dir, syncfs, open_dir, open_dir_at, remove_tree_at
 
 METHODS = ('auto', 'btrfs', 'reflink', 'hardlink', 'copy')
 LOCK_NAME = '.fslinks-snapshot.lock'
@@ -266,17 +265,6 @@ def _can_clone(src_fd, dest_fd, dest_info, strict, where):
 
 
 # ---------------------------------------------------------------- the run
-
-def _syncfs(fd):
-    """Flush the destination filesystem (only it, unlike sync())."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.syncfs(fd) == 0:
-            return
-    except (OSError, AttributeError):
-        pass
-    os.sync()
-
 
 def _fsync_dir(fd):
     try:
@@ -522,7 +510,7 @@ def _make(req, dest_fd, existing, name, dry_run, report, result):
                     tree.copy_tree(src_fd, part_fd)
                 finally:
                     os.close(part_fd)
-            _syncfs(dest_fd)
+            syncfs(dest_fd)
             os.rename(partial, name, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
         except BaseException as exc:
             _discard(dest_fd, partial)

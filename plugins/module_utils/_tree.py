@@ -8,6 +8,7 @@ walk can never lead us outside the tree.  Names are bytes end to end:
 file names need not be UTF-8.
 """
 
+import ctypes
 import errno
 import os
 import re
@@ -197,6 +198,17 @@ def meta_at(dfd, name, st, with_xattrs):
     """Meta of dfd/name for entries we do not open (dirs are read via fd)."""
     xattrs = read_xattrs(proc_path(dfd, name), follow=False) if with_xattrs else None
     return Meta(st, xattrs)
+
+
+def syncfs(fd):
+    """Flush the destination filesystem (only it, unlike sync())."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) == 0:
+            return
+    except (OSError, AttributeError):
+        pass
+    os.sync()
 
 
 def reset_new_dir(fd):
