@@ -1,0 +1,465 @@
+# Copyright: fslinks.snapshots contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Turn a bench results dict into docs/benchmarks.md (+ .png) and the PASS/MISS target list."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+
+ORDER = ['engine:hardlink', 'rsync', 'cp-al', 'engine:reflink', 'cp-reflink', 'engine:btrfs',
+         'btrfs-snapshot', 'engine:copy', 'cp-a']
+BASELINES = [('rsync', 'x rsync --link-dest'), ('cp-al', 'x cp -al'), ('cp-reflink', 'x cp --reflink')]
+FS_ORDER = ['ext4', 'xfs', 'btrfs']
+MEM_GROWTH = 1.5          # "flat": net peak RSS grows at most 1.5x ...
+MEM_SLACK_KB = 2048       # ... plus 2 MiB, for 10x more files (linear would be 10x)
+
+
+def check_plotting():
+    try:
+        import matplotlib  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+        raise SystemExit('bench: matplotlib is missing: run `make bench` (installs bench/requirements.txt) '
+                         'or pass --no-plot')
+
+
+def _stages(data):
+    return sorted(data['stages'], key=lambda s: (s['files'], _fs_key(s['fs'])))
+
+
+def _fs_key(fs):
+    return FS_ORDER.index(fs) if fs in FS_ORDER else 99
+
+
+def _get(data, fs, files, scenario, key):
+    for st in data['stages']:
+        if st['fs'] == fs and st['files'] == files:
+            return st['scenarios'].get(scenario, {}).get(key)
+    return None
+
+
+def _ratio(a, b):
+    if a is None or b is None or not b.get('median'):
+        return None
+    return a['median'] / b['median']
+
+
+def _net_rss(data, entry):
+    return max(0.0, entry['maxrss_kb_median'] - data['meta'].get('baseline_rss_kb', 0))
+
+
+# ---------------------------------------------------------------- targets
+
+def targets(data):
+    """The issue's targets, evaluated on this run: [{name, where, value, limit, unit, status}]."""
+    out = []
+    sizes = sorted({st['files'] for st in data['stages']})
+    if not sizes:
+        return out
+    big = sizes[-1]
+
+    def add(name, where, value, limit, unit, ok):
+        out.append({'name': name, 'where': where, 'value': value, 'limit': limit, 'unit': unit,
+                    'status': 'n/a' if value is None else ('PASS' if ok else 'MISS')})
+
+    for fs in FS_ORDER:
+        hl = _get(data, fs, big, 'steady', 'engine:hardlink')
+        if hl is None:
+            continue
+        where = '%s, %d files, steady' % (fs, big)
+        r = _ratio(hl, _get(data, fs, big, 'steady', 'rsync'))
+        add('hardlink <= 0.30x rsync --link-dest', where, r, 0.30, 'x', r is not None and r <= 0.30)
+        r = _ratio(hl, _get(data, fs, big, 'steady', 'cp-al'))
+        add('hardlink <= 1.15x cp -al', where, r, 1.15, 'x', r is not None and r <= 1.15)
+    for fs in ('xfs', 'btrfs'):
+        rl = _get(data, fs, big, 'steady', 'engine:reflink')
+        if rl is None:
+            continue
+        r = _ratio(rl, _get(data, fs, big, 'steady', 'cp-reflink'))
+        add('reflink <= 0.90x cp -a --reflink=always', '%s, %d files, steady' % (fs, big), r, 0.90, 'x',
+            r is not None and r <= 0.90)
+    worst = None
+    for n in sizes:
+        e = _get(data, 'btrfs', n, 'steady', 'engine:btrfs')
+        if e is not None and (worst is None or e['median'] > worst[1]):
+            worst = (n, e['median'])
+    if worst is not None:
+        add('btrfs method < 0.1 s at every tree size', 'btrfs, worst median at %d files' % worst[0],
+            worst[1], 0.1, 's', worst[1] < 0.1)
+    ans = (data.get('ansible') or {}).get('results') or {}
+    if ans.get('ping'):
+        size = '%.1f GiB' % (data['ansible']['file_bytes'] / (1 << 30))
+        for key, what in (('reflink_copy', 'reflink_copy of a %s file' % size),
+                          ('reflink_copy-rerun', 'reflink_copy re-run (unchanged)')):
+            r = _ratio(ans.get(key), ans['ping'])
+            add('%s <= 1.2x ansible -m ping' % what, 'xfs', r, 1.2, 'x', r is not None and r <= 1.2)
+    if len(sizes) > 1:
+        for fs in FS_ORDER:
+            lo = _get(data, fs, sizes[0], 'steady', 'engine:hardlink')
+            hi = _get(data, fs, big, 'steady', 'engine:hardlink')
+            if lo is None or hi is None:
+                continue
+            a, b = _net_rss(data, lo), _net_rss(data, hi)
+            limit = a * MEM_GROWTH + MEM_SLACK_KB
+            heap = [((st.get('tracemalloc_peak_kb') or {}).get('engine:hardlink'))
+                    for st in data['stages'] if st['fs'] == fs and st['files'] in (sizes[0], big)]
+            extra = ''
+            if len(heap) == 2 and None not in heap:
+                extra = '; Python heap peak %.2f -> %.2f MiB' % (heap[0] / 1024, heap[1] / 1024)
+            add('memory flat in the number of files (hardlink)',
+                '%s, net peak RSS %.1f MiB at %d files -> at %d files%s' % (fs, a / 1024, sizes[0], big, extra),
+                b / 1024, limit / 1024, 'MiB', b <= limit)
+    return out
+
+
+def _fmt_target(t):
+    if t['value'] is None:
+        v = 'not measured'
+    elif t['unit'] == 's':
+        v = '%.3f s (limit %.2f s)' % (t['value'], t['limit'])
+    elif t['unit'] == 'MiB':
+        v = '%.1f MiB (limit %.1f MiB)' % (t['value'], t['limit'])
+    elif t['unit'] == 'x':
+        v = '%.2fx (limit %.2fx)' % (t['value'], t['limit'])
+    else:
+        v = '%.2f%s' % (t['value'], t['unit'])
+    return '%-4s %s [%s]: %s' % (t['status'], t['name'], t['where'], v)
+
+
+def targets_text(tlist):
+    return '\n'.join(_fmt_target(t) for t in tlist) or '(no targets measured)'
+
+
+# ---------------------------------------------------------------- markdown
+
+def _s(x):
+    if x is None:
+        return ''
+    if x >= 100:
+        return '%.0f' % x
+    if x >= 10:
+        return '%.1f' % x
+    if x >= 1:
+        return '%.2f' % x
+    return '%.3f' % x
+
+
+def _r(x):
+    return '' if x is None else '%.2fx' % x
+
+
+def _rows_for(data, st, scenario):
+    sc = st['scenarios'].get(scenario, {})
+    keys = [k for k in ORDER if k in sc] + sorted(k for k in sc if k not in ORDER)
+    rows = []
+    for key in keys:
+        e = sc[key]
+        ratios = []
+        for base, _title in BASELINES:
+            b = sc.get(base)
+            ratios.append(_r(_ratio(e, b)) if b is not None and base != key else '')
+        fps = st['tree']['files'] / e['median'] if e['median'] > 0 else None
+        rows.append([st['fs'], scenario, ('**%s**' % e['label']) if key.startswith('engine:') else e['label'],
+                     _s(e['median']), '%s–%s' % (_s(e['min']), _s(e['max'])),
+                     '{:,.0f}'.format(fps) if fps else '', *ratios, _s(e['median_with_sync']),
+                     '%.1f' % (e['maxrss_kb_median'] / 1024)])
+    return rows
+
+
+def _table(header, rows, align=None):
+    align = align or ['---'] * len(header)
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(align) + '|']
+    lines += ['| ' + ' | '.join(str(c) for c in r) + ' |' for r in rows]
+    return '\n'.join(lines)
+
+
+def headline(data, files=None):
+    sizes = sorted({st['files'] for st in data['stages']})
+    files = files or (sizes[-1] if sizes else None)
+    header = ['fs', 'scenario', 'contender', 'median s', 'min–max s', 'files/s'] + \
+        [t for _b, t in BASELINES] + ['median s incl. syncfs', 'peak RSS MiB']
+    rows = []
+    for st in _stages(data):
+        if st['files'] != files:
+            continue
+        for scenario in ('steady', 'changed'):
+            rows += _rows_for(data, st, scenario)
+    align = ['---'] * 3 + ['--:'] * (len(header) - 3)
+    return files, _table(header, rows, align)
+
+
+def scaling(data):
+    sizes = sorted({st['files'] for st in data['stages']})
+    header = ['fs', 'contender'] + ['%s files: s (µs/file)' % '{:,}'.format(n) for n in sizes]
+    if len(sizes) > 1:
+        header.append('growth %s→%s (files x%.0f)' % ('{:,}'.format(sizes[0]), '{:,}'.format(sizes[-1]),
+                                                      sizes[-1] / sizes[0]))
+    rows = []
+    for fs in FS_ORDER:
+        keys = []
+        for st in _stages(data):
+            if st['fs'] == fs:
+                keys += [k for k in st['scenarios'].get('steady', {}) if k not in keys]
+        keys = [k for k in ORDER if k in keys]
+        for key in keys:
+            cells, meds, label = [], [], key
+            for n in sizes:
+                e = _get(data, fs, n, 'steady', key)
+                if e is None:
+                    cells.append('')
+                    meds.append(None)
+                    continue
+                label = e['label']
+                cells.append('%s (%.1f)' % (_s(e['median']), e['median'] / n * 1e6))
+                meds.append(e['median'])
+            row = [fs, label] + cells
+            if len(sizes) > 1:
+                row.append('%.1fx' % (meds[-1] / meds[0]) if meds[0] and meds[-1] else '')
+            rows.append(row)
+    return _table(header, rows, ['---', '---'] + ['--:'] * (len(header) - 2))
+
+
+def memory(data):
+    sizes = sorted({st['files'] for st in data['stages']})
+    base = data['meta'].get('baseline_rss_kb', 0)
+    header = ['fs', 'contender'] + ['%s files' % '{:,}'.format(n) for n in sizes]
+    rows = []
+    for fs in FS_ORDER:
+        for key in ('engine:hardlink', 'engine:reflink', 'rsync', 'cp-al'):
+            cells = []
+            label = None
+            for n in sizes:
+                e = _get(data, fs, n, 'steady', key)
+                if e is None:
+                    cells.append('')
+                    continue
+                label = e['label']
+                if key.startswith('engine:'):
+                    cells.append('%.1f (net %.1f)' % (e['maxrss_kb_median'] / 1024, max(0, e['maxrss_kb_median'] - base) / 1024))
+                else:
+                    cells.append('%.1f' % (e['maxrss_kb_median'] / 1024))
+            if label:
+                rows.append([fs, label] + cells)
+        cells = []
+        for n in sizes:
+            st = next((x for x in data['stages'] if x['fs'] == fs and x['files'] == n), None)
+            v = ((st or {}).get('tracemalloc_peak_kb') or {}).get('engine:hardlink')
+            cells.append('' if v is None else '%.2f' % (v / 1024))
+        if any(cells):
+            rows.append([fs, 'fslinks hardlink: Python heap peak in run() (tracemalloc)'] + cells)
+    return _table(header, rows, ['---', '---'] + ['--:'] * len(sizes))
+
+
+def ansible_table(data):
+    a = data.get('ansible')
+    if not a:
+        return None
+    res = a['results']
+    ping = res.get('ping')
+    rows = []
+    for key in ('ping', 'reflink_copy', 'reflink_copy-rerun', 'builtin.copy', 'builtin.copy-rerun'):
+        e = res.get(key)
+        if not e:
+            continue
+        rows.append([e['label'], _s(e['median']), '%s–%s' % (_s(e['min']), _s(e['max'])),
+                     _r(_ratio(e, ping)), '/'.join(e.get('status', [])), '%.0f' % (e['maxrss_kb_median'] / 1024)])
+    return _table(['ad-hoc run', 'median s', 'min–max s', 'x ping', 'result', 'peak RSS MiB (largest process)'],
+                  rows, ['---', '--:', '--:', '--:', '---', '--:'])
+
+
+def _tree_line(data):
+    out = []
+    for st in _stages(data):
+        t = st['tree']
+        counts = '{:,} | {:,} | {:,} | {:,}'.format(t['files'], t['dirs'], t['symlinks'], t['hardlinks'])
+        out.append('| %s | %s | %.2f GB | %s |' % (st['fs'], counts, t['bytes'] / 1e9, t.get('changed_files', '')))
+    return '\n'.join(['| fs | files | dirs | symlinks | inner hard links | data | changed files |',
+                      '|---|--:|--:|--:|--:|--:|--:|'] + out)
+
+
+def markdown(data, png_name=None):
+    m = data['meta']
+    h = {k: ' '.join(v.split()) if isinstance(v, str) else v for k, v in m['host'].items()}
+    when = datetime.datetime.fromtimestamp(m['started'], datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+    files, head = headline(data)
+    tl = data.get('targets') or targets(data)
+    lines = [
+        '<!-- Generated by bench/run.py (%s). Do not edit: re-run `make bench`. -->' % m['stamp'],
+        '# Benchmarks',
+        '',
+        'Our snapshot engine against the tools people use for the same job, on the same tree, the '
+        'same loopback filesystem and a warm cache. Generated by `bench/run.py` (`make bench`) on %s '
+        '(%s, %s CPUs, %.0f GiB RAM, kernel %s; %s; %s; engine at commit %s%s). Raw numbers: '
+        '`bench/results/bench-%s.json`.' % (
+            when, h.get('cpu_model', h.get('machine')), h.get('cpus'), h.get('mem_total_kb', 0) / (1 << 20),
+            h.get('kernel'), h.get('rsync'), h.get('cp'), h.get('git_commit', '?'),
+            ' + uncommitted changes' if h.get('engine_dirty') else '', m['stamp']),
+        '',
+        '## Headline: %s files' % ('{:,}'.format(files) if files else '?'),
+        '',
+        'Median of %d interleaved samples after %d warm-up round(s); "x rsync --link-dest", "x cp -al" '
+        'and "x cp --reflink" divide the medians (below 1: faster than that tool). **Bold**: our '
+        'engine (`fslinks METHOD` = `hardlink_snapshot method=METHOD`, called in-process).' % (m['reps'], m['warmup']),
+        '',
+        head,
+        '',
+        '## Targets',
+        '',
+        '```',
+        targets_text(tl),
+        '```',
+        '',
+    ]
+    if png_name:
+        lines += ['![benchmark plot](%s)' % png_name, '']
+    lines += ['## How cost grows with the number of files (steady state)', '',
+              'Median seconds and microseconds per file; the last column is the growth of the median '
+              'from the smallest to the largest tree (linear cost would grow by the same factor as '
+              'the files).', '', scaling(data), '',
+              '## Peak memory (MiB)', '',
+              'Peak resident set of one sample\'s process, median over samples. Our engine: `VmHWM` '
+              'of the worker process (its peak since exec, read from /proc/self/status when `run()` '
+              'returns), a fresh Python interpreter that has imported the engine (%.1f MiB before it '
+              'runs anything: "net" subtracts that baseline); and, from one extra untimed run, the peak of '
+              'the Python allocations made during `run()` (tracemalloc). Other tools: GNU time `%%M` (for rsync '
+              'the largest of its processes). (`wait4`\'s `ru_maxrss` is not used: Linux charges a '
+              'child with the forking parent\'s resident set from before exec.)'
+              % (m.get('baseline_rss_kb', 0) / 1024), '', memory(data), '']
+    at = ansible_table(data)
+    if at:
+        a = data['ansible']
+        lines += ['## Modules through Ansible', '',
+                  'Whole `ansible localhost -c local -m MODULE` processes (start-up, module transfer, '
+                  'run) on XFS with a %.1f GiB file, %d interleaved samples. The re-runs find dest '
+                  'unchanged: reflink_copy compares extents (FIEMAP) and metadata without reading '
+                  'data; ansible.builtin.copy checksums both files.'
+                  % (a['file_bytes'] / (1 << 30), len(a['results']['ping']['samples'])),
+                  '', at, '']
+    lines += ['## Trees', '', _tree_line(data), '',
+              '## How it is measured', '',
+              '- Trees: seeded (`--seed %s`), log-normal sizes (median 4 KiB, mean ~25 KiB x `--scale %s`), '
+              '~5%% directories in a random tree, 1%% inner hard links, 3%% symlinks, mixed modes, '
+              'owners and mtimes; see `bench/_treegen.py`. "changed": %.0f%% of the files rewritten '
+              '(first 4 KiB, new mtime) after the previous snapshot was taken.' % (
+                  m['seed'], m['scale'], m['change_share'] * 100),
+              '- One fresh loop filesystem per filesystem and size: ext4, XFS `reflink=1`, btrfs (the '
+              'btrfs method and `btrfs subvolume snapshot` read a subvolume; the other contenders read '
+              'a reflinked plain-directory twin of it, since `cp -al` cannot link across subvolumes).',
+              '- A previous snapshot PREV (made by our engine) exists in every run; `fslinks hardlink` '
+              'links unchanged files to it, `rsync -a --link-dest=PREV SRC/ NEW/` too; `cp -al SRC NEW` '
+              'links to SRC itself; `fslinks reflink`, `cp -a --reflink=always` clone from SRC; '
+              '`fslinks copy` and `cp -a` copy all data (only up to %s files).' % '{:,}'.format(m['copy_max_files']),
+              '- Our engine: each sample is a fresh `python bench/_worker.py` that imports '
+              '`ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot` (the same code '
+              'the modules and the CLI run) and times `run(Request(src, dest, method=...))` alone with '
+              '`perf_counter` (start-up and imports excluded). Other tools: wall time from fork to '
+              '`wait4` (including GNU time\'s fork+exec, which measures their memory: ~1 ms).',
+              '- Our engine syncs the new snapshot (`syncfs`) before publishing it, so its times include '
+              'flushing; the C tools do not flush. The "incl. syncfs" column adds a `sync -f` run right '
+              'after each sample (for the engine it finds little left to do).',
+              '- After each sample (untimed): its output is deleted, the filesystem flushed (`sync -f`) and '
+              'on btrfs `btrfs subvolume sync` waits for the cleaner; page cache stays warm.',
+              '- Our engine preserves what `rsync -aHAX` would (inner hard links, xattrs and ACLs); the '
+              'rsync contender is plain `rsync -a` as commonly used for snapshots, which does less.',
+              '- Targets use medians of the largest tree in the steady state. "Memory flat": our '
+              'hardlink method\'s net peak RSS at the largest tree is at most %.1fx (+%d MiB) that at the '
+              'smallest.' % (MEM_GROWTH, MEM_SLACK_KB // 1024),
+              '- The machine: load average %s at the start, %s at the end; run took %s s.' % (
+                  _load(h.get('loadavg_start')), _load(h.get('loadavg_end')), m.get('seconds', '?')),
+              '']
+    return '\n'.join(lines)
+
+
+def _load(la):
+    return '/'.join('%.2f' % x for x in la) if la else '?'
+
+
+# ---------------------------------------------------------------- plot
+
+_COLORS = {'engine:hardlink': '#1f77b4', 'engine:reflink': '#2ca02c', 'engine:btrfs': '#9467bd',
+           'engine:copy': '#8c564b', 'rsync': '#ff7f0e', 'cp-al': '#d62728', 'cp-reflink': '#bcbd22',
+           'btrfs-snapshot': '#e377c2', 'cp-a': '#7f7f7f'}
+
+
+def render_plot(data, path):
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    from matplotlib.ticker import NullFormatter  # pylint: disable=import-outside-toplevel
+
+    stages = _stages(data)
+    fss = [fs for fs in FS_ORDER if any(s['fs'] == fs for s in stages)]
+    sizes = sorted({s['files'] for s in stages})
+    nrows = 2 if len(sizes) > 1 else 1
+    fig, axes = plt.subplots(nrows, len(fss), figsize=(5.2 * len(fss), 4.2 * nrows), squeeze=False)
+    big = sizes[-1]
+    for col, fs in enumerate(fss):
+        ax = axes[0][col]
+        st = next(s for s in stages if s['fs'] == fs and s['files'] == big)
+        sc = st['scenarios'].get('steady', {})
+        keys = [k for k in ORDER if k in sc]
+        meds = [sc[k]['median'] for k in keys]
+        lo = [sc[k]['median'] - sc[k]['min'] for k in keys]
+        hi = [sc[k]['max'] - sc[k]['median'] for k in keys]
+        y = range(len(keys))
+        ax.barh(list(y), meds, xerr=[lo, hi], color=[_COLORS.get(k, '#333') for k in keys], capsize=3)
+        ax.set_yticks(list(y))
+        ax.set_yticklabels([sc[k]['label'] for k in keys], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xscale('log')
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        for yi, k in zip(y, keys):
+            ax.annotate(_s(sc[k]['median']) + ' s', (sc[k]['max'], yi), xytext=(5, 0), textcoords='offset points',
+                        va='center', fontsize=7)
+        ax.set_xlim(min(meds) / 2, max(meds) * 4)
+        ax.set_xlabel('seconds (median, min–max; log scale)')
+        ax.set_title('%s, %s files, steady state' % (fs, '{:,}'.format(big)))
+        ax.grid(axis='x', which='both', alpha=0.3)
+        if nrows > 1:
+            ax2 = axes[1][col]
+            keys = []
+            for s in stages:
+                if s['fs'] == fs:
+                    keys += [k for k in s['scenarios'].get('steady', {}) if k not in keys]
+            for key in [k for k in ORDER if k in keys]:
+                xs, ys, label = [], [], key
+                for n in sizes:
+                    e = _get(data, fs, n, 'steady', key)
+                    if e is not None:
+                        xs.append(n)
+                        ys.append(e['median'])
+                        label = e['label']
+                ax2.plot(xs, ys, marker='o', label=label, color=_COLORS.get(key, '#333'),
+                         linestyle='-' if key.startswith('engine:') else '--')
+            ax2.set_xscale('log')
+            ax2.set_yscale('log')
+            ax2.xaxis.set_minor_formatter(NullFormatter())
+            ax2.set_xticks(sizes)
+            ax2.set_xticklabels(['{:,}'.format(n) for n in sizes])
+            ax2.set_xlabel('files')
+            ax2.set_ylabel('seconds (median)')
+            ax2.set_title('%s: cost vs number of files' % fs)
+            ax2.grid(which='both', alpha=0.3)
+            ax2.legend(fontsize=7)
+    fig.suptitle('fslinks.snapshots bench %s' % data['meta']['stamp'])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(data, docs_dir, plot=True):
+    """Write DOCS_DIR/benchmarks.md (and benchmarks.png); returns the markdown path."""
+    docs_dir = Path(docs_dir)
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    if 'targets' not in data:
+        data['targets'] = targets(data)
+    png = None
+    if plot and data['stages']:
+        png = docs_dir / 'benchmarks.png'
+        render_plot(data, png)
+    md = docs_dir / 'benchmarks.md'
+    tmp = md.with_suffix('.md.tmp')
+    tmp.write_text(markdown(data, png.name if png else None) + '\n', encoding='utf-8')
+    os.replace(tmp, md)
+    return md

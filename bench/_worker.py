@@ -1,0 +1,76 @@
+# Copyright: fslinks.snapshots contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One engine sample in a fresh process: ``python _worker.py JSON`` prints a JSON result.
+
+The engine is imported exactly as the modules import it
+(``ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot``, through the
+.collections symlink that scripts/setup.sh makes): the code timed here is the code
+hardlink_snapshot runs.  Only ``run(req)`` is timed; interpreter start-up and imports are not.
+Peak memory: VmHWM from /proc/self/status at the end, the peak resident set of this process
+since exec (wait4's ru_maxrss would also count the parent's pages from before exec).
+
+JSON: {"op": "snapshot", "src": ..., "dest": ..., "method": ..., "tracemalloc": false} or
+{"op": "noop"} (imports only: the interpreter's baseline RSS). With "tracemalloc": true the run
+also reports the peak of Python allocations made during run() (slower: not for timing).
+"""
+
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLLECTIONS = os.path.join(ROOT, '.collections')
+
+
+def _engine():
+    link = os.path.join(COLLECTIONS, 'ansible_collections', 'fslinks', 'snapshots')
+    if not os.path.exists(link):
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        try:
+            os.symlink(os.path.join('..', '..', '..'), link)
+        except FileExistsError:
+            pass
+    if COLLECTIONS not in sys.path:
+        sys.path.insert(0, COLLECTIONS)
+    # pylint: disable=import-outside-toplevel
+    from ansible_collections.fslinks.snapshots.plugins.module_utils import _snapshot
+    return _snapshot
+
+
+def _hwm_kb():
+    try:
+        with open('/proc/self/status', encoding='ascii') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def main(argv):
+    job = json.loads(argv[1])
+    snapshot = _engine()
+    if job['op'] == 'noop':
+        print(json.dumps({'seconds': 0.0, 'engine_file': snapshot.__file__, 'vmhwm_kb': _hwm_kb()}))
+        return 0
+    req = snapshot.Request(job['src'], job['dest'], method=job['method'])
+    traced = None
+    if job.get('tracemalloc'):        # a separate, untimed run: tracing slows Python down
+        import tracemalloc  # pylint: disable=import-outside-toplevel
+        tracemalloc.start()
+    t0 = time.perf_counter()
+    result = snapshot.run(req)
+    seconds = time.perf_counter() - t0
+    if job.get('tracemalloc'):
+        traced = tracemalloc.get_traced_memory()[1] // 1024
+        tracemalloc.stop()
+    print(json.dumps({'vmhwm_kb': _hwm_kb(), 'tracemalloc_peak_kb': traced, 'seconds': seconds, 'engine_seconds': result.get('seconds'),
+                      'method': result.get('method'), 'stats': result.get('stats'),
+                      'snapshot': result.get('snapshot'), 'engine_file': snapshot.__file__}))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))

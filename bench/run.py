@@ -1,0 +1,431 @@
+# Copyright: fslinks.snapshots contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Side-by-side benchmark: our snapshot engine against rsync --link-dest, cp -al, cp --reflink,
+btrfs subvolume snapshot and cp -a, on loopback ext4, XFS (reflink=1) and btrfs.
+
+For each tree size and filesystem: make a fresh loop filesystem, generate a seeded tree
+(bench/_treegen.py), take a first snapshot with the engine (the PREV every hard-link contender
+links against), then time every contender interleaved (A B C A B C ...) after one untimed
+warm-up round, on the same tree and the same filesystem with a warm cache.  Each sample's output
+is deleted after it, outside the timing, then the filesystem is flushed (and on btrfs the cleaner
+waited for), so every sample starts from the same state.  Scenario "steady": the tree is unchanged
+since PREV.  Scenario "changed": 1 % of the files were rewritten since PREV.
+
+Our engine runs in a fresh interpreter per sample (bench/_worker.py) that imports it the way the
+modules do and times only ``run(req)``; its peak RSS comes from os.wait4.  The Ansible part times
+``ansible localhost -m ...`` processes whole.  Results: JSON in bench/results/, the report in
+docs/benchmarks.md and docs/benchmarks.png (bench/_report.py).  Needs root (loop devices).
+
+Examples:
+  make bench                                   # the full run (10k, 30k, 100k files)
+  .venv/bin/python bench/run.py --files 10000 --scale 0.2 --reps 3 --fs xfs --no-ansible
+  .venv/bin/python bench/run.py --report-only bench/results/latest.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# pylint: disable=wrong-import-position
+import _common  # noqa: E402
+import _report  # noqa: E402
+import _treegen  # noqa: E402
+from _common import ROOT, check, engine_job, fsutil, remove, run_timed, settle, sh, syncfs  # noqa: E402
+
+REFLINK_FS = ('xfs', 'btrfs')
+ALL_FS = ('ext4', 'xfs', 'btrfs')
+MEAN_FILE = _treegen.MEDIAN * 2.718281828 ** (_treegen.SIGMA ** 2 / 2)   # log-normal mean
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+def log(msg):
+    print('[bench %s] %s' % (time.strftime('%H:%M:%S'), msg), flush=True)
+
+
+# ---------------------------------------------------------------- contenders
+
+class Contender:
+    """One thing to time. kind 'engine': a worker job, its snapshot removed after each sample
+    from ROOT (all but KEEP). kind 'cmd': ARGV, OUTPUT removed after each sample."""
+
+    def __init__(self, key, label, kind, job=None, argv=None, root=None, keep=(), output=None,
+                 warm_argv=None):
+        self.key, self.label, self.kind = key, label, kind
+        self.job, self.argv, self.root, self.keep, self.output = job, argv, root, set(keep), output
+        self.warm_argv = warm_argv
+
+
+def engine(method, src, root, prev):
+    return Contender('engine:' + method, 'fslinks %s' % method, 'engine',
+                     job={'op': 'snapshot', 'src': str(src), 'dest': str(root), 'method': method},
+                     root=root, keep=(prev, 'latest', '.fslinks-snapshot.lock'))
+
+
+def command(key, label, argv, output, warm_argv=None):
+    return Contender(key, label, 'cmd', argv=[str(a) for a in argv], output=output,
+                     warm_argv=[str(a) for a in warm_argv] if warm_argv else None)
+
+
+def _clean_engine(c, btrfs=False):
+    """Delete the snapshot a sample made: all of the root but PREV, and point latest at PREV."""
+    for name in os.listdir(c.root):
+        if name not in c.keep:
+            remove(c.root / name, btrfs)
+    prev = sorted(n for n in c.keep if n[:1].isdigit())
+    if prev:
+        tmp = c.root / '.latest.bench'
+        os.symlink(prev[-1], tmp)
+        os.replace(tmp, c.root / 'latest')
+
+
+def sample(c, mnt, btrfs, warm=False):
+    """Time one run of contender C, then delete its output and settle the filesystem."""
+    extra = {}
+    if c.kind == 'engine':
+        t, out = engine_job(c.job)
+        seconds = out['seconds']
+        extra = {'stats': out.get('stats'), 'method': out.get('method'),
+                 'engine_seconds': out.get('engine_seconds'), 'process_seconds': round(t.seconds, 4)}
+    else:
+        argv = c.warm_argv if (warm and c.warm_argv) else c.argv
+        t = check(run_timed(argv, env=dict(os.environ, LC_ALL='C')), ' '.join(argv))
+        seconds = t.seconds
+        if warm and c.warm_argv:
+            extra['output'] = t.stdout[-3000:]
+    sync_s = syncfs(mnt)
+    if c.kind == 'engine':
+        _clean_engine(c, btrfs)
+    else:
+        remove(c.output, btrfs)
+    settle(mnt, btrfs)
+    s = {'seconds': round(seconds, 6), 'sync_seconds': round(sync_s, 6), 'maxrss_kb': t.maxrss_kb,
+         'cpu_seconds': round(t.cpu, 4)}
+    s.update(extra)
+    return s
+
+
+def measure(contenders, mnt, btrfs, reps, warmup):
+    """Interleaved rounds: warm-up rounds (kept apart), then REPS timed rounds of every contender."""
+    warm = {c.key: [] for c in contenders}
+    timed = {c.key: [] for c in contenders}
+    for rnd in range(warmup + reps):
+        for c in contenders:
+            s = sample(c, mnt, btrfs, warm=rnd < warmup)
+            (warm if rnd < warmup else timed)[c.key].append(s)
+        if rnd >= warmup:
+            log('  round %d/%d: %s' % (rnd - warmup + 1, reps, ', '.join(
+                '%s %.3fs' % (c.key, timed[c.key][-1]['seconds']) for c in contenders)))
+    return warm, timed
+
+
+def summarize(samples):
+    secs = [s['seconds'] for s in samples]
+    flushed = [s['seconds'] + s['sync_seconds'] for s in samples]
+    rss = [s['maxrss_kb'] for s in samples if s.get('maxrss_kb') is not None] or [0]
+    return {'median': statistics.median(secs), 'min': min(secs), 'max': max(secs), 'n': len(secs),
+            'median_with_sync': statistics.median(flushed), 'maxrss_kb_median': statistics.median(rss),
+            'maxrss_kb_max': max(rss)}
+
+
+# ---------------------------------------------------------------- one filesystem, one size
+
+def image_size(fs, tree_bytes, files, copies):
+    """Bytes for a sparse image: src (+ a full copy for ext4's first snapshot and for the copy
+    contenders) with margin, and room for inodes (ext4: one per 16 KiB)."""
+    need = tree_bytes * (1 + copies) * 1.4 + GiB + (tree_bytes if fs == 'btrfs' else 0) * 0.2
+    need = max(need, files * 80 * 1024, GiB if fs != 'ext4' else 512 * MiB)
+    return int(-(-need // MiB)) * MiB
+
+
+def bench_fs(fs, files, args, wd, data):
+    btrfs = fs == 'btrfs'
+    reflink = fs in REFLINK_FS
+    with_copy = files <= args.copy_max_files
+    tree_bytes = args.tree_bytes(files)
+    copies = (1 if fs == 'ext4' else 0) + (1 if with_copy else 0)
+    size = image_size(fs, tree_bytes, files, copies)
+    free = _common.free_bytes(wd)
+    if free < size * 1.05:
+        raise SystemExit('not enough free space in %s for a %.1f GiB image (%.1f GiB free)'
+                         % (wd, size / GiB, free / GiB))
+    log('%s, %d files: image %.1f GiB (sparse), tree ~%.2f GB' % (fs, files, size / GiB, tree_bytes / 1e9))
+    with fsutil.make_loop_fs(fs, '%d' % size, wd, name='%s-%d' % (fs, files)) as mnt:
+        src = mnt / 'src'
+        src.mkdir()
+        t0 = time.perf_counter()
+        tree = _treegen.generate(src, files, seed=args.seed, scale=args.scale,
+                                 total_bytes=args.bytes and tree_bytes)
+        srcvol = None
+        if btrfs:
+            # The btrfs method needs src to be a subvolume; cp -al cannot link across subvolumes,
+            # so the file-level contenders use the plain directory, a reflinked twin of it.
+            srcvol = mnt / 'srcvol'
+            sh('btrfs', 'subvolume', 'create', srcvol)
+            sh('cp', '-a', '--reflink=always', '%s/.' % src, '%s/' % srcvol)
+        syncfs(mnt)
+        tree['generate_seconds'] = round(time.perf_counter() - t0, 2)
+        log('  tree: %(files)d files, %(dirs)d dirs, %(symlinks)d symlinks, %(hardlinks)d inner hard links, '
+            '%(bytes)d bytes (%(generate_seconds)ss)' % tree)
+        snaps = mnt / 'snaps'
+        out = mnt / 'out'
+        out.mkdir()
+        _t, first = engine_job({'op': 'snapshot', 'src': str(src), 'dest': str(snaps), 'method': 'hardlink'})
+        prev = os.path.basename(first['snapshot'])
+        tree['prev_snapshot'] = {'seconds': round(first['seconds'], 3), 'stats': first['stats']}
+        contenders = [engine('hardlink', src, snaps, prev)]
+        rsync_argv = ['rsync', '-a', '--link-dest=%s' % (snaps / prev), '%s/' % src, '%s/' % (out / 'rsync')]
+        rsync = command('rsync', 'rsync -a --link-dest', rsync_argv, out / 'rsync',
+                        warm_argv=rsync_argv[:2] + ['--stats'] + rsync_argv[2:])
+        cpal = command('cp-al', 'cp -al', ['cp', '-al', src, out / 'cpal'], out / 'cpal')
+        contenders += [rsync, cpal]
+        if reflink:
+            contenders += [engine('reflink', src, snaps, prev),
+                           command('cp-reflink', 'cp -a --reflink=always',
+                                   ['cp', '-a', '--reflink=always', src, out / 'cpreflink'], out / 'cpreflink')]
+        if btrfs:
+            snaps_b = mnt / 'snaps-btrfs'
+            _t, first_b = engine_job({'op': 'snapshot', 'src': str(srcvol), 'dest': str(snaps_b), 'method': 'btrfs'})
+            prev_b = os.path.basename(first_b['snapshot'])
+            contenders += [engine('btrfs', srcvol, snaps_b, prev_b),
+                           command('btrfs-snapshot', 'btrfs subvolume snapshot -r',
+                                   ['btrfs', 'subvolume', 'snapshot', '-r', srcvol, out / 'snap'], out / 'snap')]
+        if with_copy:
+            contenders += [engine('copy', src, snaps, prev),
+                           command('cp-a', 'cp -a', ['cp', '-a', src, out / 'cpa'], out / 'cpa')]
+        settle(mnt, btrfs)
+        stage = {'fs': fs, 'files': files, 'tree': tree, 'image_bytes': size, 'scenarios': {}}
+        data['stages'].append(stage)
+        log('  steady state: %s' % ', '.join(c.key for c in contenders))
+        warm, timed = measure(contenders, mnt, btrfs, args.reps, args.warmup)
+        stage['scenarios']['steady'] = _scenario(contenders, warm, timed)
+        # One more, untimed run of the hardlink method under tracemalloc: the peak of Python
+        # allocations during run(), a finer memory measure than the process's resident set.
+        traced = dict(contenders[0].job, tracemalloc=True)
+        _t, res = engine_job(traced)
+        stage['tracemalloc_peak_kb'] = {'engine:hardlink': res.get('tracemalloc_peak_kb')}
+        _clean_engine(contenders[0], btrfs)
+        settle(mnt, btrfs)
+        write_json(args, data)
+        # 1 % of the files change; PREV stays as it was, so every sample sees the same delta.
+        changed = _treegen.change_files(src, args.change_share, seed=args.seed)
+        if srcvol is not None:
+            _treegen.change_files(srcvol, args.change_share, seed=args.seed)
+        tree['changed_files'] = changed
+        settle(mnt, btrfs)
+        contenders = [c for c in contenders if c.key in ('engine:hardlink', 'rsync', 'cp-al')]
+        log('  changed (%d files): %s' % (changed, ', '.join(c.key for c in contenders)))
+        warm, timed = measure(contenders, mnt, btrfs, args.reps, args.warmup)
+        stage['scenarios']['changed'] = _scenario(contenders, warm, timed)
+        write_json(args, data)
+
+
+def _scenario(contenders, warm, timed):
+    res = {}
+    for c in contenders:
+        entry = {'label': c.label, 'kind': c.kind, 'argv': c.argv, 'samples': timed[c.key], 'warmup': warm[c.key]}
+        entry.update(summarize(timed[c.key]))
+        res[c.key] = entry
+    return res
+
+
+# ---------------------------------------------------------------- modules through ansible
+
+def bench_ansible(args, wd, data):
+    """reflink_copy of one big file (new, then its idempotent re-run) against a bare ping, and
+    ansible.builtin.copy remote_src=true of the same file, on XFS."""
+    size = _parse_size(args.ansible_file_size)
+    img = int(size * 3.5 + GiB)
+    log('ansible: %.1f GiB file on XFS' % (size / GiB))
+    py = sys.executable
+    ansible = str(Path(py).parent / 'ansible')
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / '.collections'), ANSIBLE_NOCOLOR='1',
+               ANSIBLE_LOCALHOST_WARNING='False', ANSIBLE_INVENTORY_UNPARSED_WARNING='False',
+               ANSIBLE_RETRY_FILES_ENABLED='False')
+
+    def adhoc(module, margs=None):
+        argv = [ansible, 'localhost', '-c', 'local', '-o', '-e', 'ansible_python_interpreter=%s' % py, '-m', module]
+        return argv + (['-a', margs] if margs else [])
+
+    with fsutil.make_loop_fs('xfs', '%d' % img, wd, name='xfs-ansible') as mnt:
+        big = mnt / 'big.bin'
+        buf = os.urandom(64 * MiB)
+        with open(big, 'wb') as f:
+            left = size
+            while left > 0:
+                n = min(left, len(buf))
+                f.write(buf[:n])
+                left -= n
+        syncfs(mnt)
+        rc_dest, cp_dest = mnt / 'reflinked.bin', mnt / 'copied.bin'
+        steps = [
+            ('ping', 'ansible localhost -m ping', adhoc('ansible.builtin.ping'), None),
+            ('reflink_copy', 'reflink_copy (new dest)',
+             adhoc('fslinks.snapshots.reflink_copy', 'src=%s dest=%s' % (big, rc_dest)), None),
+            ('reflink_copy-rerun', 'reflink_copy (re-run, unchanged)',
+             adhoc('fslinks.snapshots.reflink_copy', 'src=%s dest=%s' % (big, rc_dest)), rc_dest),
+            ('builtin.copy', 'ansible.builtin.copy remote_src (new dest)',
+             adhoc('ansible.builtin.copy', 'src=%s dest=%s remote_src=true' % (big, cp_dest)), None),
+            ('builtin.copy-rerun', 'ansible.builtin.copy remote_src (re-run, unchanged)',
+             adhoc('ansible.builtin.copy', 'src=%s dest=%s remote_src=true' % (big, cp_dest)), cp_dest),
+        ]
+        samples = {k: [] for k, _l, _a, _o in steps}
+        statuses = {k: set() for k, _l, _a, _o in steps}
+        for rnd in range(args.warmup + args.ansible_reps):
+            for key, _label, argv, output in steps:
+                t = check(run_timed(argv, env=env), key)
+                first = t.stdout.strip().splitlines()[0] if t.stdout.strip() else ''
+                statuses[key].add(first.split('=>')[0].split('|')[-1].strip())
+                syncfs(mnt)
+                if output is not None:     # the re-run is over: drop the dest for the next round
+                    remove(output)
+                    settle(mnt)
+                if rnd >= args.warmup:
+                    samples[key].append({'seconds': round(t.seconds, 6), 'maxrss_kb': t.maxrss_kb,
+                                         'cpu_seconds': round(t.cpu, 4)})
+            if rnd >= args.warmup:
+                log('  round %d/%d: %s' % (rnd - args.warmup + 1, args.ansible_reps, ', '.join(
+                    '%s %.2fs' % (k, samples[k][-1]['seconds']) for k, _l, _a, _o in steps)))
+        res = {'file_bytes': size, 'fs': 'xfs', 'results': {}}
+        for key, label, argv, _o in steps:
+            e = {'label': label, 'argv': argv, 'samples': samples[key], 'status': sorted(statuses[key])}
+            e.update(summarize([dict(s, sync_seconds=0) for s in samples[key]]))
+            res['results'][key] = e
+        data['ansible'] = res
+        write_json(args, data)
+
+
+def _parse_size(s):
+    return fsutil.parse_size(s)
+
+
+# ---------------------------------------------------------------- output
+
+def write_json(args, data):
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    path = args.results_dir / ('bench-%s.json' % data['meta']['stamp'])
+    tmp = path.with_suffix('.tmp')
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + '\n')
+    os.replace(tmp, path)
+    latest = args.results_dir / 'latest.json'
+    shutil.copyfile(path, latest)
+    return path
+
+
+def baseline_rss():
+    """Peak RSS of a worker that imports the engine and runs nothing (median of 3)."""
+    vals = [engine_job({'op': 'noop'})[0].maxrss_kb for _i in range(3)]
+    return statistics.median(vals), engine_job({'op': 'noop'})[1]['engine_file']
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--files', default='10000,30000,100000',
+                   help='comma-separated tree sizes (regular file names) (default: %(default)s)')
+    p.add_argument('--fs', default='ext4,xfs,btrfs', help='filesystems (default: %(default)s)')
+    p.add_argument('--reps', type=int, default=5, help='timed rounds (default: %(default)s)')
+    p.add_argument('--warmup', type=int, default=1, help='untimed warm-up rounds (default: %(default)s)')
+    p.add_argument('--scale', type=float, default=1.0,
+                   help='multiply every file size (1.0: mean ~25 KiB, ~2.5 GB at 100k files)')
+    p.add_argument('--bytes', default=None,
+                   help='total bytes of the largest tree instead (e.g. 500M); smaller trees get the same mean size')
+    p.add_argument('--seed', type=int, default=1)
+    p.add_argument('--change-share', type=float, default=0.01, help='share of files changed (default: 1%%)')
+    p.add_argument('--copy-max-files', type=int, default=10000,
+                   help='run the full-copy contenders (fslinks copy, cp -a) only up to this size (default: %(default)s)')
+    p.add_argument('--no-ansible', action='store_true', help='skip the modules-through-ansible part')
+    p.add_argument('--ansible-file-size', default='2G', help='file for reflink_copy vs ping (default: %(default)s)')
+    p.add_argument('--ansible-reps', type=int, default=None, help='timed rounds for the ansible part (default: --reps)')
+    p.add_argument('--workdir', default=os.environ.get('FSLINKS_BENCH_TMPDIR', '/var/tmp'),
+                   help='where loop images go (a disk, not tmpfs) (default: %(default)s)')
+    p.add_argument('--results-dir', default=str(ROOT / 'bench' / 'results'), help='raw JSON (default: bench/results)')
+    p.add_argument('--docs-dir', default=str(ROOT / 'docs'), help='benchmarks.md and .png (default: docs)')
+    p.add_argument('--no-plot', action='store_true', help='no PNG (matplotlib not needed)')
+    p.add_argument('--report-only', metavar='JSON', help='only render the report from a results file')
+    args = p.parse_args(argv)
+    args.results_dir = Path(args.results_dir)
+    args.docs_dir = Path(args.docs_dir)
+    args.files = sorted({int(x) for x in str(args.files).split(',') if x.strip()})
+    args.fs = [x.strip() for x in args.fs.split(',') if x.strip()]
+    for fs in args.fs:
+        if fs not in ALL_FS:
+            p.error('unknown filesystem %r (known: %s)' % (fs, ', '.join(ALL_FS)))
+    if args.ansible_reps is None:
+        args.ansible_reps = args.reps
+    largest = max(args.files)
+    total = _parse_size(args.bytes) if args.bytes else None
+    args.tree_bytes = (lambda n: int(total * n / largest)) if total else \
+        (lambda n: int(n * (1 - _treegen.LINK_SHARE) * (1 - _treegen.EMPTY) * MEAN_FILE * args.scale))
+    return args
+
+
+def _sigterm(signum, frame):
+    # SIGTERM (kill PID, a CI timeout) -> KeyboardInterrupt, so the loop filesystems are unmounted
+    # and detached by make_loop_fs's finally. After SIGKILL the next run cleans up (cleanup_stale).
+    raise KeyboardInterrupt('SIGTERM')
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    if args.report_only:
+        data = json.loads(Path(args.report_only).read_text())
+        data['targets'] = _report.targets(data)
+        log('report: %s' % _report.write(data, args.docs_dir, plot=not args.no_plot))
+        print(_report.targets_text(data['targets']))
+        return 0
+    if os.geteuid() != 0:
+        raise SystemExit('bench: needs root (loop devices, mount)')
+    for fs in args.fs:
+        fsutil.check_prerequisites(fs)
+    for tool in ('rsync', 'cp', 'sync') + (('btrfs',) if 'btrfs' in args.fs else ()):
+        if not _common.which(tool):
+            raise SystemExit('bench: %s not found (make bench installs what it needs)' % tool)
+    if not args.no_plot:
+        _report.check_plotting()
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+    data = {'meta': {'stamp': stamp, 'started': time.time(), 'argv': sys.argv[1:] if argv is None else argv,
+                     'host': _common.host_info(), 'files': args.files, 'fs': args.fs, 'reps': args.reps,
+                     'warmup': args.warmup, 'scale': args.scale, 'bytes': args.bytes, 'seed': args.seed,
+                     'change_share': args.change_share, 'copy_max_files': args.copy_max_files},
+            'stages': [], 'ansible': None}
+    t0 = time.perf_counter()
+    with _common.workdir(args.workdir) as wd:
+        rss, engine_file = baseline_rss()
+        data['meta']['baseline_rss_kb'] = rss
+        data['meta']['engine_file'] = engine_file
+        log('engine: %s; interpreter baseline peak RSS %.1f MiB' % (engine_file, rss / 1024))
+        for files in args.files:
+            for fs in args.fs:
+                bench_fs(fs, files, args, wd, data)
+        if not args.no_ansible:
+            bench_ansible(args, wd, data)
+    data['meta']['seconds'] = round(time.perf_counter() - t0, 1)
+    data['meta']['host']['loadavg_end'] = os.getloadavg()
+    data['targets'] = _report.targets(data)
+    path = write_json(args, data)
+    log('raw results: %s' % path)
+    md = _report.write(data, args.docs_dir, plot=not args.no_plot)
+    log('report: %s' % md)
+    print(_report.targets_text(data['targets']))
+    return 0
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except subprocess.CalledProcessError as exc:
+        sys.exit('bench: %s failed: %s' % (' '.join(map(str, exc.cmd)), (exc.stderr or '').strip()))
