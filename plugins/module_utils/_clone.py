@@ -674,6 +674,16 @@ def _first_regular_file(root_fd, limit=10000):
             os.close(fd)
 
 
+def check_preserve(preserve):
+    """preserve as a frozenset of known names, or BadInput."""
+    if isinstance(preserve, (str, bytes)) or not hasattr(preserve, '__iter__'):
+        raise BadInput('preserve must be a list of %s, got %r' % (', '.join(sorted(PRESERVE_ALL)), preserve))
+    unknown = [p for p in preserve if p not in PRESERVE_ALL]
+    if unknown:
+        raise BadInput('preserve: unknown %r (known: %s)' % (unknown, ', '.join(sorted(PRESERVE_ALL))))
+    return frozenset(preserve)
+
+
 def _method(stats):
     if stats['copied']:
         return 'copy'
@@ -695,6 +705,10 @@ def reflink_copy(src, dest, policy='auto', preserve=PRESERVE_ALL, force=True, ba
     The top-level src and dest are the caller's words: symlinks in them are
     followed (dest's last component excepted); nothing inside a tree is.
     """
+    for label, path in (('src', src), ('dest', dest)):
+        if not isinstance(path, (str, bytes)) or not path:
+            raise BadInput('%s must be a non-empty path, got %r' % (label, path))
+    preserve = check_preserve(preserve)
     src_b, dest_b = os.fsencode(src), os.fsencode(dest)
     for label, path in (('src', src_b), ('dest', dest_b)):
         if not os.path.isabs(path):

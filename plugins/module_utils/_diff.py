@@ -39,8 +39,7 @@ class DiffRecorder(object):
         self.count += 1
         if self.count > self.limit:
             return
-        # One line per entry, whatever the name holds.
-        name = (display(path) or '.').replace('\n', '\\n')
+        name = display(path) or '.'      # one line, whatever the name holds
         old = describe(dest_meta)
         new = describe(src_meta, action) if src_meta is not None else 'method=%s' % action
         if old is not None:

@@ -82,6 +82,8 @@ _WORDS = {
     _errno.ELOOP: 'is a symlink, and symlinks are never followed here',
     _errno.EISDIR: 'is a directory',
     _errno.EEXIST: 'already exists',
+    _errno.EFBIG: 'file too large for the destination filesystem',
+    _errno.ENAMETOOLONG: 'file name too long',
 }
 
 

@@ -16,6 +16,7 @@ import os
 import random
 import re
 import sys
+import tempfile
 import time
 
 from . import _retention, _snapshot
@@ -61,6 +62,7 @@ def validate_job(cfg):
         raise BadInput('job %s: %s' % (name, exc))
     if out['max_age'] <= 0 or out['lock_timeout'] < 0:
         raise BadInput('job %s: max_age must be > 0 and lock_timeout >= 0' % name)
+    _check_canonical(out)
     return out
 
 
@@ -82,9 +84,21 @@ def load_file(path):
 
 
 def _request(cfg):
+    _check_canonical(cfg)
     return _snapshot.Request(cfg['src'], cfg['dest'], method=cfg['method'], keep=cfg['keep'],
                              exclude=cfg['exclude'], one_file_system=cfg['one_file_system'],
-                             lock_timeout=cfg['lock_timeout'], create_dest=False)
+                             lock_timeout=cfg['lock_timeout'], create_dest=False,
+                             root_tag='job %s' % cfg['name'])
+
+
+def _check_canonical(cfg):
+    """Jobs run as root on paths that users may own parts of: a symlink on
+    the way (planted, or there from the start) must not redirect a job."""
+    for key in ('src', 'dest'):
+        real = os.path.realpath(cfg[key])
+        if real != os.path.normpath(cfg[key]):
+            raise BadInput('job %s: %s %s resolves to %s (a symlink on the way); jobs take real paths'
+                           % (cfg['name'], key, cfg[key], real), cfg[key])
 
 
 def init_job(cfg):
@@ -97,11 +111,21 @@ def run_job(cfg, state='present', now=None):
     started = time.time()
     try:
         result = _snapshot.run(_request(cfg), state=state, now=now)
+    except Busy:
+        raise               # the running job will write the metrics; this one did nothing
     except LinkError as exc:
-        write_metrics(cfg, None, started, time.time() - started, exc)
+        _metrics_or_warn(cfg, None, started, exc)
         raise
-    write_metrics(cfg, result, started, time.time() - started, None)
+    _metrics_or_warn(cfg, result, started, None)
     return result
+
+
+def _metrics_or_warn(cfg, result, started, error):
+    """Metrics are a report: failing to write them must not fail the run."""
+    try:
+        write_metrics(cfg, result, started, time.time() - started, error)
+    except OSError as exc:
+        log('job %s: could not write metrics to %s: %s' % (cfg['name'], metrics_path(cfg), exc.strerror), error=True)
 
 
 def list_job(cfg):
@@ -155,7 +179,7 @@ def _previous_success(path, job):
     """Keep last_success across failed runs: read it back from the file."""
     pattern = re.compile(r'^%slast_success_timestamp_seconds\{job="%s"\} (\S+)$' % (METRIC, re.escape(job)))
     try:
-        with open(path, 'r', encoding='utf-8') as handle:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), 'r', encoding='utf-8') as handle:
             for line in handle:
                 found = pattern.match(line.strip())
                 if found:
@@ -204,11 +228,19 @@ def write_metrics(cfg, result, started, duration, error):
     if error is not None and result is None:
         result = {'kept': [os.path.join(cfg['dest'], n) for n in _snapshot.list_snapshots_at(cfg['dest'])]}
     text = render_metrics(cfg['name'], result, started, duration, error, _previous_success(path, cfg['name']))
-    tmp = '%s.%d.tmp' % (path, os.getpid())
-    with open(tmp, 'w', encoding='utf-8') as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)
-    os.rename(tmp, path)
+    # mkstemp: O_EXCL, so a symlink planted at the temporary name is never followed.
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+            handle.write(text)
+            os.fchmod(handle.fileno(), 0o644)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 # ---------------------------------------------------------------- logging

@@ -39,7 +39,7 @@ class Request(object):
     """A validated snapshot request."""
 
     def __init__(self, src, dest, method='auto', keep=None, exclude=(), one_file_system=True,
-                 lock_timeout=0, dest_mode=0o700, create_dest=True):
+                 lock_timeout=0, dest_mode=0o700, create_dest=True, root_tag=None):
         for label, path in (('src', src), ('dest', dest)):
             if not isinstance(path, str) or not path:
                 raise BadInput('%s must be a non-empty path' % label, path)
@@ -67,6 +67,9 @@ class Request(object):
         # Scheduled jobs pass False: a missing or uninitialized root then
         # means "its disk is not mounted", not "start a new chain on /".
         self.create_dest = create_dest
+        # With a tag (scheduled jobs: "job NAME"), the root must have been
+        # initialized for this very job by us: see check_initialized.
+        self.root_tag = root_tag
         self._check_paths()
 
     def _check_paths(self):
@@ -335,7 +338,7 @@ def run(req, state='present', dry_run=False, now=None, report=None):
     result = {'changed': False, 'snapshot': None, 'method': None, 'stats': new_stats(),
               'pruned': [], 'kept': [], 'leftovers_removed': []}
     if not req.create_dest:
-        check_initialized(req.dest)
+        check_initialized(req.dest, req.root_tag)
     if not dry_run and state == 'present' and not os.path.isdir(req.dest):
         _plan_new_root(req, state, now, None, validate_only=True)    # a forced method fails before mkdir
     dest_fd = _open_dest(req, create=not dry_run and state == 'present')
@@ -380,19 +383,42 @@ def run(req, state='present', dry_run=False, now=None, report=None):
     return result
 
 
-def check_initialized(dest):
-    """A root that scheduled runs may use: it exists and holds our lock file."""
-    if not os.path.isfile(os.path.join(dest, LOCK_NAME)):
-        raise BadInput('snapshot root %s is missing or not initialized (no %s): is its filesystem mounted? '
-                       '(`fslinks-snapshot init JOB` initializes it; the snapshot_jobs role does)'
-                       % (dest, LOCK_NAME), dest, errno.ENOENT)
+def check_initialized(dest, tag=None):
+    """A root that scheduled runs may use: it exists and holds our lock file,
+    and with ``tag``, the lock file is ours (same uid, not a symlink) and
+    names the job, so that nobody can point a job at another job's root or
+    at a root of their own making."""
+    words = None
+    try:
+        fd = os.open(os.path.join(dest, LOCK_NAME), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        words = 'is missing or not initialized (no %s): is its filesystem mounted?' % LOCK_NAME
+    else:
+        try:
+            st = os.fstat(fd)
+            if tag is not None and (st.st_uid != os.geteuid()
+                                    or os.read(fd, 4096).decode('utf-8', 'replace').strip() != tag):
+                words = 'was not initialized for %s by this user' % tag
+        finally:
+            os.close(fd)
+    if words:
+        raise BadInput('snapshot root %s %s (`fslinks-snapshot init JOB` initializes it; the snapshot_jobs role does)'
+                       % (dest, words), dest, errno.ENOENT)
 
 
 def initialize(req):
-    """Create the snapshot root (0700) and its lock file; idempotent."""
+    """Create the snapshot root (0700) and its lock file, which names the job
+    when the request has a tag; idempotent."""
     fd = _open_dest(req, create=True)
     try:
         Lock(fd, req.dest, req.lock_timeout).release()
+        if req.root_tag is not None:
+            lock = os.open(LOCK_NAME, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            try:
+                os.ftruncate(lock, 0)
+                os.write(lock, req.root_tag.encode('utf-8') + b'\n')
+            finally:
+                os.close(lock)
     finally:
         os.close(fd)
 

@@ -35,11 +35,21 @@ def raise_fd_limit():
             pass
 
 
+# Control characters (a newline in a file name) would split a log line or
+# let a file name forge one: messages show them as \xNN.
+_CONTROLS = dict((c, '\\x%02x' % c) for c in list(range(0x20)) + [0x7f])
+
+
 def display(path):
-    """A path for messages: undecodable bytes shown as \\xNN, never raising."""
+    """A path for messages, on one line: undecodable bytes and control
+    characters shown as \\xNN, never raising."""
     if isinstance(path, bytes):
-        return path.decode('utf-8', 'backslashreplace')
-    return path
+        path = path.decode('utf-8', 'backslashreplace')
+    elif isinstance(path, str):
+        path = path.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+    else:
+        path = str(path)
+    return path.translate(_CONTROLS)
 
 
 def join(parent, name):
@@ -262,7 +272,11 @@ class Excluder(object):
 
     def __init__(self, patterns):
         self.rules = []
+        if patterns is not None and (isinstance(patterns, (str, bytes)) or not hasattr(patterns, '__iter__')):
+            raise ValueError('exclude must be a list of patterns, got %r' % (patterns,))
         for pattern in patterns or ():
+            if not isinstance(pattern, (str, bytes)):
+                raise ValueError('exclude patterns must be strings, got %r' % (pattern,))
             raw = os.fsencode(pattern)
             if not raw.strip(b'/'):
                 raise ValueError('exclude pattern %r matches nothing' % (pattern,))

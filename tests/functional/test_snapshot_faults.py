@@ -43,7 +43,6 @@ print(json.dumps(result), flush=True)
 '''
 
 
-
 def start_engine(src, dest, **kw):
     """Start run() in a child process; returns the Popen once the child is about to run."""
     args = dict(src=str(src), dest=str(dest), **kw)
