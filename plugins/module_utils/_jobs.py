@@ -6,7 +6,8 @@ The role ``snapshot_jobs`` ships these very files to each host as the
 package ``fslinks_snapshots`` and writes one JSON config per job; timers or
 cron call ``fslinks-snapshot run JOB``, which does exactly what the
 ``hardlink_snapshot`` module does, then writes Prometheus textfile metrics.
-Logs and metrics carry counts and the job name, never file names.
+Metrics and the log line of a successful run carry counts and the job name,
+never file names; a failure names its path, escaped onto one line.
 """
 
 import argparse
