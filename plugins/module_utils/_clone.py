@@ -35,7 +35,6 @@ def _read_umask():
     return mask
 
 
-
 def new_stats():
     return {
         'files': 0, 'dirs': 0, 'symlinks': 0, 'specials': 0,

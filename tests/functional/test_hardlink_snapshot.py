@@ -26,7 +26,6 @@ RESULT_KEYS = {'changed', 'snapshot', 'method', 'reason', 'stats', 'pruned', 'ke
                'seconds'}
 
 
-
 def snapshot(args, **kw):
     return _ansible.run_adhoc('hardlink_snapshot', args, **kw)
 
