@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # make bench BENCH_ARGS='--files 10000 --fs xfs --no-ansible' for a quick partial run
 BENCH_ARGS ?=
 
-.PHONY: help setup test pytest sanity build-check molecule demo lint changelog-lint clean bench bench-profile
+.PHONY: help setup test pytest sanity build-check molecule demo lint changelog-lint clean bench bench-profile fleet
 
 help:
 	@echo "make setup        system packages, .venv, .collections symlink (idempotent)"
@@ -25,6 +25,8 @@ help:
 	@echo "make lint         ansible-lint (once roles/ exists)"
 	@echo "make bench        benchmark vs rsync/cp/btrfs (root, ~30 min; BENCH_ARGS=...) -> docs/benchmarks.md"
 	@echo "make bench-profile  cProfile + strace -c of the hardlink method (PROFILE_ARGS='--fs xfs')"
+	@echo "make reliability  long fault-injection run (root, ~15 min) -> docs/reliability.md (make test runs it short)"
+	@echo "make fleet        the role on 30 containers, timed against ping (root, docker, ~20 min) -> docs/fleet.md"
 	@echo "make clean        remove build and test output (keeps .venv)"
 
 setup:
@@ -76,6 +78,23 @@ PROFILE_ARGS ?=
 bench-profile: setup
 	bench/setup.sh
 	python bench/profile.py $(PROFILE_ARGS)
+
+# The long form of tests/reliability (RELIABILITY_LONG=1: 60+ SIGKILLs, swept ENOSPC, races,
+# hostile input, fuzzing); its tally becomes docs/reliability.md, written only when every test
+# passed (else the page goes to tests/output/reliability/ and the target fails).
+RELIABILITY_RESULTS := $(CURDIR)/tests/output/reliability/results-long.json
+reliability: setup
+	@rc=0; RELIABILITY_LONG=1 RELIABILITY_RESULTS=$(RELIABILITY_RESULTS) pytest tests/reliability $(PYTEST_ARGS) || rc=$$?; \
+	if ((rc == 0)); then python tests/reliability/render.py $(RELIABILITY_RESULTS) docs/reliability.md; \
+		echo "make reliability: docs/reliability.md written"; \
+	else echo "make reliability: FAILED; docs/reliability.md left alone, see $(RELIABILITY_RESULTS:.json=.md)" >&2; fi; \
+	exit $$rc
+
+# Not part of `make test` (too slow for CI): the role on FLEET_HOSTS (30) containers sharing
+# three loop filesystems, converge / re-converge / a triggered snapshot timed against a bare ping
+# with FLEET_FORKS (10) forks, controller memory; docs/fleet.md is written only if all passed.
+fleet: setup
+	scripts/fleet.sh
 
 changelog-lint: setup
 	antsibull-changelog lint

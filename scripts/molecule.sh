@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Run one Molecule scenario on containers whose data disk is a real filesystem:
 #   scripts/molecule.sh SCENARIO [MOLECULE_COMMAND [ARGS...]]     (default command: test)
+#   scripts/molecule.sh --exec NAME COMMAND [ARGS...]
+#       the same bed, copy, environment and teardown around COMMAND (run in the copy, in a
+#       session of its own) instead of Molecule; NAME only names the run (scripts/fleet.sh).
 #
 #   1. scripts/testbed.sh: docker.io, a Docker daemon, the fslinks-debian:{systemd,cron} images;
 #   2. three loop filesystems made and mounted on the host (ext4, XFS with reflink=1, btrfs with
@@ -17,9 +20,18 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SCENARIO=${1:?usage: scripts/molecule.sh SCENARIO [MOLECULE_COMMAND [ARGS...]]}
+EXEC=0
+if [[ ${1:-} == --exec ]]; then
+    EXEC=1
+    shift
+fi
+SCENARIO=${1:?usage: scripts/molecule.sh SCENARIO [MOLECULE_COMMAND [ARGS...]] | --exec NAME COMMAND [ARGS...]}
 shift
-(($#)) || set -- test
+if ((EXEC)); then
+    (($#)) || { echo "molecule.sh: --exec $SCENARIO needs a command" >&2; exit 2; }
+else
+    (($#)) || set -- test
+fi
 BASE=${FSLINKS_MOLECULE_BASE:-/var/tmp/fslinks-molecule}
 SIZE=${FSLINKS_DISK_SIZE:-400M}
 FILESYSTEMS=(ext4 xfs btrfs)
@@ -32,7 +44,11 @@ fi
 say() { echo "molecule.sh: $*"; }
 die() { echo "molecule.sh: $*" >&2; exit 1; }
 
-[[ -f $ROOT/molecule/$SCENARIO/molecule.yml ]] || die "no scenario molecule/$SCENARIO"
+if ((EXEC)); then
+    [[ $SCENARIO =~ ^[a-z0-9][a-z0-9-]*$ ]] || die "--exec: bad run name '$SCENARIO'"
+else
+    [[ -f $ROOT/molecule/$SCENARIO/molecule.yml ]] || die "no scenario molecule/$SCENARIO"
+fi
 [[ $(id -u) -eq 0 ]] || die "needs root (loop devices, mount, docker)"
 [[ -x $ROOT/.venv/bin/molecule ]] || die "no molecule in .venv: run scripts/setup.sh (make setup)"
 
@@ -90,10 +106,13 @@ finish() {
     local rc=$?
     trap - EXIT INT TERM HUP
     if [[ -n $MPID ]] && kill -0 "$MPID" 2>/dev/null; then
-        # Interrupted: stop molecule first (it ignores SIGINT as a background job).
-        kill -TERM "$MPID" 2>/dev/null || true
+        # Interrupted: stop molecule first (it ignores SIGINT as a background job); an --exec
+        # command runs in a session of its own: stop its whole process group.
+        local target=$MPID
+        ((EXEC)) && target=-$MPID
+        kill -TERM -- "$target" 2>/dev/null || true
         for _ in $(seq 1 50); do kill -0 "$MPID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$MPID" 2>/dev/null || true
+        kill -KILL -- "$target" 2>/dev/null || true
     fi
     say "tearing down $RUN"
     teardown "$RUNDIR"
@@ -156,9 +175,17 @@ t0=$SECONDS
 rc=0
 # In the background and waited for, so that a signal to this script runs the teardown at once
 # (bash runs traps only between foreground commands).
-molecule "$@" -s "$SCENARIO" &
+if ((EXEC)); then
+    setsid -w "$@" &
+else
+    molecule "$@" -s "$SCENARIO" &
+fi
 MPID=$!
 wait "$MPID" || rc=$?
 MPID=
-say "molecule $1 -s $SCENARIO: exit $rc after $((SECONDS - t0)) s"
+if ((EXEC)); then
+    say "$*: exit $rc after $((SECONDS - t0)) s"
+else
+    say "molecule $1 -s $SCENARIO: exit $rc after $((SECONDS - t0)) s"
+fi
 exit "$rc"
