@@ -567,7 +567,12 @@ class TreeCopier(object):
 
     def _symlink(self, src_fd, dst_fd, name, path, st):
         self.stats['symlinks'] += 1
-        target = os.readlink(name, dir_fd=src_fd)
+        try:
+            target = os.readlink(name, dir_fd=src_fd)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:     # EINVAL: no longer a symlink
+                raise
+            raise Changed('readlink: %s: replaced while being read' % display(path), display(path), errno.EAGAIN)
         meta = meta_at(src_fd, name, st, self.xattrs)
         existing = None if (self.fresh or dst_fd is None) else lstat_at(dst_fd, name)
         if existing is not None:
@@ -705,8 +710,8 @@ def reflink_copy(src, dest, policy='auto', preserve=PRESERVE_ALL, force=True, ba
     followed (dest's last component excepted); nothing inside a tree is.
     """
     for label, path in (('src', src), ('dest', dest)):
-        if not isinstance(path, (str, bytes)) or not path:
-            raise BadInput('%s must be a non-empty path, got %r' % (label, path))
+        if not isinstance(path, (str, bytes)) or not path or (b'\0' if isinstance(path, bytes) else '\0') in path:
+            raise BadInput('%s must be a non-empty path without NUL bytes, got %r' % (label, path))
     preserve = check_preserve(preserve)
     src_b, dest_b = os.fsencode(src), os.fsencode(dest)
     for label, path in (('src', src_b), ('dest', dest_b)):

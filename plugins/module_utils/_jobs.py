@@ -49,8 +49,8 @@ def validate_job(cfg):
         if value is not None and not (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):
             raise BadInput('job %s: %s must be a %s, got %r' % (name, key, kind.__name__, value))
     for key in ('src', 'dest'):
-        if not cfg.get(key) or not os.path.isabs(cfg[key]):
-            raise BadInput('job %s: %s must be an absolute path, got %r' % (name, key, cfg.get(key)))
+        if not cfg.get(key) or not os.path.isabs(cfg[key]) or '\0' in cfg[key]:
+            raise BadInput('job %s: %s must be an absolute path without NUL bytes, got %r' % (name, key, cfg.get(key)))
     out = dict(method='auto', keep={}, exclude=[], one_file_system=True, lock_timeout=0,
                max_age=2 * 86400, metrics_dir=None, schedule=None)
     out.update((k, v) for k, v in cfg.items() if v is not None)
@@ -79,7 +79,7 @@ def load_file(path):
             cfg = json.load(handle)
     except OSError as exc:
         raise BadInput('cannot read job config %s: %s' % (path, exc.strerror), path)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise BadInput('job config %s is not valid JSON: %s' % (path, exc), path)
     return validate_job(cfg)
 

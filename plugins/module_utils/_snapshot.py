@@ -26,7 +26,9 @@ from . import _ioctl, _retention
 from ._clone import DataCopier, TreeCopier, _first_regular_file, new_stats
 from ._errors import BadInput, Busy, LinkError, NotSupported, from_oserror
 from ._mounts import mount_of, read_mounts, reflink_capable
-from ._tree import PRESERVE_ALL, Excluder, lstat_at, reset_new_dir, syncfs, open_dir, open_dir_at, remove_tree_at
+from ._tree import (
+    PRESERVE_ALL, Excluder, lstat_at, open_dir, open_dir_at, open_dir_nofollow, remove_tree_at, reset_new_dir, syncfs,
+)
 
 METHODS = ('auto', 'btrfs', 'reflink', 'hardlink', 'copy')
 LOCK_NAME = '.fslinks-snapshot.lock'
@@ -41,8 +43,8 @@ class Request(object):
     def __init__(self, src, dest, method='auto', keep=None, exclude=(), one_file_system=True,
                  lock_timeout=0, dest_mode=0o700, create_dest=True, root_tag=None):
         for label, path in (('src', src), ('dest', dest)):
-            if not isinstance(path, str) or not path:
-                raise BadInput('%s must be a non-empty path' % label, path)
+            if not isinstance(path, str) or not path or '\0' in path:
+                raise BadInput('%s must be a non-empty path without NUL bytes, got %r' % (label, path), path)
             if not os.path.isabs(path):
                 raise BadInput('%s must be an absolute path, got %s' % (label, path), path)
         if method not in METHODS:
@@ -52,8 +54,11 @@ class Request(object):
             self.excluder = Excluder(exclude)
         except ValueError as exc:
             raise BadInput(str(exc))
-        if lock_timeout is None or lock_timeout < 0:
-            raise BadInput('lock_timeout must be 0 or more seconds')
+        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) \
+                or not 0 <= lock_timeout < float('inf'):
+            raise BadInput('lock_timeout must be 0 or more seconds, got %r' % (lock_timeout,))
+        if not isinstance(one_file_system, bool):
+            raise BadInput('one_file_system must be true or false, got %r' % (one_file_system,))
         # The caller's top-level paths are resolved whole ('..', symlinks),
         # so that the inside/outside checks below compare real places.
         self.src = os.path.realpath(src)
@@ -450,7 +455,7 @@ def _open_dest(req, create):
     permissions inside, but the root must not let users reach old copies
     of files whose permissions were later tightened)."""
     try:
-        return open_dir(req.dest)
+        return _open_top(req, req.dest)
     except LinkError as exc:
         if exc.errno != errno.ENOENT:
             raise
@@ -463,7 +468,14 @@ def _open_dest(req, create):
         pass
     except OSError as exc:
         raise from_oserror(exc, req.dest, 'create snapshot root')
-    return open_dir(req.dest)
+    return _open_top(req, req.dest)
+
+
+def _open_top(req, path):
+    """Open src or dest.  For scheduled jobs (root_tag) no component may be a
+    symlink, checked by the very opens (O_NOFOLLOW from /), so that a user
+    owning a parent directory cannot swap a symlink in after the checks."""
+    return open_dir(path) if req.root_tag is None else open_dir_nofollow(path)
 
 
 def _plan_new_root(req, state, now, report, validate_only=False):
@@ -472,7 +484,7 @@ def _plan_new_root(req, state, now, report, validate_only=False):
     if state != 'present':
         return {'changed': False}
     name = _retention.next_snapshot_name([], now)
-    src_fd = open_dir(req.src)
+    src_fd = _open_top(req, req.src)
     try:
         parent = os.path.dirname(req.dest)
         parent_fd = open_dir(parent)
@@ -508,7 +520,7 @@ def _copier(req, method, src_fd, dest_fd, prev_fd, dry_run, report):
 def _make(req, dest_fd, existing, name, dry_run, report, result):
     """Build NAME.partial, sync, publish as NAME, point latest at it."""
     started = time.monotonic()
-    src_fd = open_dir(req.src)
+    src_fd = _open_top(req, req.src)
     prev_fd = None
     partial = name + PARTIAL
     try:

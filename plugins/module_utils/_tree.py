@@ -65,6 +65,33 @@ def open_dir(path):
         raise from_oserror(exc, display(path), 'open directory')
 
 
+def open_dir_nofollow(path):
+    """Open an absolute directory path component by component from /, with
+    O_NOFOLLOW at every step: a symlink anywhere on the way is an error."""
+    parts = [p for p in os.fsencode(path).split(b'/') if p not in (b'', b'.')]
+    if b'..' in parts:
+        raise LinkError('open directory: %s: ".." in a path that must be real' % display(path), display(path))
+    # O_PATH on the way: like a plain open of the whole path, it needs only
+    # search permission on the directories above.
+    fd = os.open('/', os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for i, part in enumerate(parts):
+            flags = DIR_FLAGS if i == len(parts) - 1 else os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except OSError as exc:
+                raise from_oserror(exc, display(path), 'open directory')
+            os.close(fd)
+            fd = child
+        if not parts:
+            os.close(fd)
+            fd = os.open('/', DIR_FLAGS)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def open_dir_at(dfd, name, expect=None, where=None):
     """openat(dfd, name, O_DIRECTORY|O_NOFOLLOW); with ``expect`` (a stat
     result) check it is still the same directory we looked at."""
@@ -275,8 +302,8 @@ class Excluder(object):
         if patterns is not None and (isinstance(patterns, (str, bytes)) or not hasattr(patterns, '__iter__')):
             raise ValueError('exclude must be a list of patterns, got %r' % (patterns,))
         for pattern in patterns or ():
-            if not isinstance(pattern, (str, bytes)):
-                raise ValueError('exclude patterns must be strings, got %r' % (pattern,))
+            if not isinstance(pattern, (str, bytes)) or '\0' in str(pattern):
+                raise ValueError('exclude patterns must be strings without NUL bytes, got %r' % (pattern,))
             raw = os.fsencode(pattern)
             if not raw.strip(b'/'):
                 raise ValueError('exclude pattern %r matches nothing' % (pattern,))
@@ -287,7 +314,11 @@ class Excluder(object):
             whole_path = anchored or b'/' in raw or b'**' in raw
             body = _glob_to_regex(raw)
             prefix = b'' if anchored or not whole_path else b'(?:.*/)?'
-            self.rules.append((re.compile(b'\\A' + prefix + body + b'\\Z', re.S), whole_path, dir_only))
+            try:
+                regex = re.compile(b'\\A' + prefix + body + b'\\Z', re.S)
+            except re.error as exc:
+                raise ValueError('exclude pattern %r is not valid: %s' % (pattern, exc))
+            self.rules.append((regex, whole_path, dir_only))
 
     def __bool__(self):
         return bool(self.rules)
