@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: fslinks.snapshots contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Helpers of scripts/fleet.sh (the fleet-scale run of the snapshot_jobs role).
