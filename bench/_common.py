@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -45,6 +46,7 @@ def workdir(base):
     try:
         yield d
     finally:
+        shutil.rmtree(d / 'collection', ignore_errors=True)     # freeze_collection's copy
         with contextlib.suppress(OSError):
             (d / 'pid').unlink()
         with contextlib.suppress(OSError):
@@ -175,6 +177,22 @@ def host_info():
                                capture_output=True, text=True, check=True).stdout.strip()
         info['engine_dirty'] = bool(dirty)
     return info
+
+
+def freeze_collection(dest):
+    """Copy what Ansible and the engine load (plugins/, meta/, galaxy.yml) to
+    DEST/ansible_collections/fslinks/snapshots; returns (collections path, sha256 of the engine's
+    module_utils files)."""
+    coll = Path(dest) / 'ansible_collections' / 'fslinks' / 'snapshots'
+    coll.mkdir(parents=True)
+    for name in ('plugins', 'meta'):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, coll / name, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+    shutil.copy2(ROOT / 'galaxy.yml', coll / 'galaxy.yml')
+    digest = hashlib.sha256()
+    for f in sorted((coll / 'plugins' / 'module_utils').glob('*.py')):
+        digest.update(f.name.encode() + b'\0' + f.read_bytes())
+    return Path(dest), digest.hexdigest()
 
 
 def free_bytes(path):

@@ -20,12 +20,14 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLLECTIONS = os.path.join(ROOT, '.collections')
+# bench/run.py points this at a copy of the collection frozen when the run started, so that
+# edits to the checkout during a run cannot mix two versions of the engine in one result.
+COLLECTIONS = os.environ.get('FSLINKS_BENCH_COLLECTIONS') or os.path.join(ROOT, '.collections')
 
 
 def _engine():
     link = os.path.join(COLLECTIONS, 'ansible_collections', 'fslinks', 'snapshots')
-    if not os.path.exists(link):
+    if not os.path.exists(link) and COLLECTIONS == os.path.join(ROOT, '.collections'):
         os.makedirs(os.path.dirname(link), exist_ok=True)
         try:
             os.symlink(os.path.join('..', '..', '..'), link)

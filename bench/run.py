@@ -250,7 +250,8 @@ def bench_ansible(args, wd, data):
     log('ansible: %.1f GiB file on XFS' % (size / GiB))
     py = sys.executable
     ansible = str(Path(py).parent / 'ansible')
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / '.collections'), ANSIBLE_NOCOLOR='1',
+    env = dict(os.environ, ANSIBLE_NOCOLOR='1',
+               ANSIBLE_COLLECTIONS_PATH=os.environ.get('FSLINKS_BENCH_COLLECTIONS') or str(ROOT / '.collections'),
                ANSIBLE_LOCALHOST_WARNING='False', ANSIBLE_INVENTORY_UNPARSED_WARNING='False',
                ANSIBLE_RETRY_FILES_ENABLED='False')
 
@@ -402,6 +403,10 @@ def main(argv=None):
             'stages': [], 'ansible': None}
     t0 = time.perf_counter()
     with _common.workdir(args.workdir) as wd:
+        frozen, digest = _common.freeze_collection(wd / 'collection')
+        os.environ['FSLINKS_BENCH_COLLECTIONS'] = str(frozen)
+        data['meta']['engine_sha256'] = digest
+        log('engine frozen for this run: %s (module_utils sha256 %s)' % (frozen, digest[:12]))
         rss, engine_file = baseline_rss()
         data['meta']['baseline_rss_kb'] = rss
         data['meta']['engine_file'] = engine_file
