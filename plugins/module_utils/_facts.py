@@ -11,6 +11,9 @@ from ._mounts import REFLINK_BY_FSTYPE, path_facts, read_mounts, reflink_capable
 
 
 def link_facts(paths=(), compare=(), probe=False):
+    for path in list(paths) + [p for pair in compare for p in pair]:
+        if '\0' in path:
+            raise BadInput('path %r contains a NUL byte, which no file name can' % (path,), path)
     mounts = read_mounts()
     mount_list = []
     for mount in mounts:
