@@ -30,17 +30,9 @@ exec 9>"$LOCK"
 flock 9
 
 # --- 1. packages ---------------------------------------------------------------------------
-PKGS=(docker.io debootstrap debian-archive-keyring iptables xfsprogs btrfs-progs e2fsprogs util-linux)
-missing=()
-for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    say "apt-get install ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q --no-install-recommends "${missing[@]}" \
-        || { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; }
-fi
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ensure_packages testbed docker.io debootstrap debian-archive-keyring iptables xfsprogs btrfs-progs e2fsprogs util-linux
 
 # --- 2. Docker daemon ----------------------------------------------------------------------
 docker_ok() { docker info >/dev/null 2>&1; }
