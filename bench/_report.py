@@ -146,7 +146,9 @@ def _s(x):
 
 
 def _r(x):
-    return '' if x is None else '%.2fx' % x
+    if x is None:
+        return ''
+    return '%.2fx' % x if x >= 0.1 else '%.3fx' % x
 
 
 def _rows_for(data, st, scenario):
@@ -273,9 +275,12 @@ def _tree_line(data):
     for st in _stages(data):
         t = st['tree']
         counts = '{:,} | {:,} | {:,} | {:,}'.format(t['files'], t['dirs'], t['symlinks'], t['hardlinks'])
-        out.append('| %s | %s | %.2f GB | %s |' % (st['fs'], counts, t['bytes'] / 1e9, t.get('changed_files', '')))
-    return '\n'.join(['| fs | files | dirs | symlinks | inner hard links | data | changed files |',
-                      '|---|--:|--:|--:|--:|--:|--:|'] + out)
+        load = st.get('loadavg') or {}
+        load = ' → '.join('%.1f' % load[k][0] for k in ('start', 'end') if load.get(k)) or 'not recorded'
+        out.append('| %s | %s | %.2f GB | {:,} | %s |'.format(t.get('changed_files', 0))
+                   % (st['fs'], counts, t['bytes'] / 1e9, load))
+    return '\n'.join(['| fs | files | dirs | symlinks | inner hard links | data | changed files | load (1 min) |',
+                      '|---|--:|--:|--:|--:|--:|--:|--:|'] + out)
 
 
 def markdown(data, png_name=None):
@@ -338,7 +343,11 @@ def markdown(data, png_name=None):
                   'data; ansible.builtin.copy checksums both files.'
                   % (a['file_bytes'] / (1 << 30), len(a['results']['ping']['samples'])),
                   '', at, '']
-    lines += ['## Trees', '', _tree_line(data), '',
+    lines += ['## Trees', '',
+              'The load column is the machine\'s 1-minute load average when the stage started and ended '
+              '(2 CPUs): anything well above the benchmark\'s own ~1 means other work ran alongside and '
+              'that stage\'s absolute times are inflated; interleaving keeps the ratios fairer than the '
+              'times.', '', _tree_line(data), '',
               '## How it is measured', '',
               '- Trees: seeded (`--seed %s`), log-normal sizes (median 4 KiB, mean ~25 KiB x `--scale %s`), '
               '~5%% directories in a random tree, 1%% inner hard links, 3%% symlinks, mixed modes, '

@@ -205,7 +205,8 @@ def bench_fs(fs, files, args, wd, data):
             contenders += [engine('copy', src, snaps, prev),
                            command('cp-a', 'cp -a', ['cp', '-a', src, out / 'cpa'], out / 'cpa')]
         settle(mnt, btrfs)
-        stage = {'fs': fs, 'files': files, 'tree': tree, 'image_bytes': size, 'scenarios': {}}
+        stage = {'fs': fs, 'files': files, 'tree': tree, 'image_bytes': size, 'scenarios': {},
+                 'loadavg': {'start': os.getloadavg()}}
         data['stages'].append(stage)
         log('  steady state: %s' % ', '.join(c.key for c in contenders))
         warm, timed = measure(contenders, mnt, btrfs, args.reps, args.warmup)
@@ -228,6 +229,7 @@ def bench_fs(fs, files, args, wd, data):
         log('  changed (%d files): %s' % (changed, ', '.join(c.key for c in contenders)))
         warm, timed = measure(contenders, mnt, btrfs, args.reps, args.warmup)
         stage['scenarios']['changed'] = _scenario(contenders, warm, timed)
+        stage['loadavg']['end'] = os.getloadavg()
         write_json(args, data)
 
 
