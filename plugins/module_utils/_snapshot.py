@@ -548,6 +548,7 @@ def _make(req, dest_fd, existing, name, dry_run, report, result):
                     tree.copy_tree(src_fd, part_fd)
                 finally:
                     os.close(part_fd)
+            _record(req, dest_fd, name, method, reason, started, tree.stats, result)
             syncfs(dest_fd)
             os.rename(partial, name, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
         except BaseException as exc:
@@ -560,21 +561,27 @@ def _make(req, dest_fd, existing, name, dry_run, report, result):
         except OSError as exc:
             raise from_oserror(exc, os.path.join(req.dest, name),
                                'published, but could not point %s at it' % os.path.join(req.dest, LATEST))
-        try:
-            write_record(dest_fd, name, {
-                'name': name, 'src': req.src, 'method': method, 'reason': reason,
-                'exclude': req.exclude, 'one_file_system': req.one_file_system,
-                'seconds': round(time.monotonic() - started, 3), 'stats': tree.stats,
-            })
-        except OSError as exc:      # the snapshot is published; its record is a nicety
-            result.setdefault('warnings', []).append(
-                'could not write the record of %s: %s' % (os.path.join(req.dest, name), exc.strerror))
         _fsync_dir(dest_fd)
         return True
     finally:
         os.close(src_fd)
         if prev_fd is not None:
             os.close(prev_fd)
+
+
+def _record(req, dest_fd, name, method, reason, started, stats, result):
+    """Write NAME.json before NAME is published, so that every published
+    snapshot has its record (a record without its snapshot is a leftover).
+    It is information: failing to write it is a warning, not a failure."""
+    try:
+        write_record(dest_fd, name, {
+            'name': name, 'src': req.src, 'method': method, 'reason': reason,
+            'exclude': req.exclude, 'one_file_system': req.one_file_system,
+            'seconds': round(time.monotonic() - started, 3), 'stats': stats,
+        })
+    except OSError as exc:
+        result.setdefault('warnings', []).append(
+            'could not write the record of %s: %s' % (os.path.join(req.dest, name), exc.strerror))
 
 
 def _discard(dest_fd, partial):
