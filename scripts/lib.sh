@@ -30,3 +30,17 @@ ensure_requirements() {
         echo "$want" >"$stamp"
     fi
 }
+
+# copy_shipped_tree DEST: copy what git would ship (tracked + untracked-not-ignored files) of the
+# current directory to DEST; plain rsync without build artefacts when not in git.
+copy_shipped_tree() {
+    local dest=$1
+    mkdir -p "$dest"
+    if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        git ls-files -z --cached --others --exclude-standard \
+            | rsync -a --from0 --files-from=- --ignore-missing-args . "$dest/"
+    else
+        rsync -a --exclude .git --exclude .venv --exclude .collections --exclude tests/output \
+            --exclude __pycache__ . "$dest/"
+    fi
+}

@@ -152,15 +152,10 @@ say "data disks of $RUN ready: $(for fs in "${FILESYSTEMS[@]}"; do printf '%s ' 
 # .../ansible_collections/fslinks/snapshots: edits to the checkout during a run (the role ships
 # plugins/module_utils to the hosts) cannot change the code between converge and idempotence.
 TREE=$RUNDIR/collections/ansible_collections/fslinks/snapshots
-mkdir -p "$TREE"
 cd "$ROOT"
-if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-    git ls-files -z --cached --others --exclude-standard \
-        | rsync -a --from0 --files-from=- --ignore-missing-args . "$TREE/"
-else
-    rsync -a --exclude .git --exclude .venv --exclude .collections --exclude tests/output \
-        --exclude __pycache__ . "$TREE/"
-fi
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+copy_shipped_tree "$TREE"
 export ANSIBLE_COLLECTIONS_PATH=$RUNDIR/collections
 
 # --- molecule ------------------------------------------------------------------------------

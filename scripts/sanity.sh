@@ -38,15 +38,10 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/fslinks-sanity.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 DEST=$WORK/ansible_collections/fslinks/snapshots
-mkdir -p "$DEST"
 cd "$ROOT"
-if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-    git ls-files -z --cached --others --exclude-standard \
-        | rsync -a --from0 --files-from=- --ignore-missing-args . "$DEST/"
-else
-    rsync -a --exclude .git --exclude .venv --exclude .collections --exclude tests/output \
-        --exclude __pycache__ . "$DEST/"
-fi
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+copy_shipped_tree "$DEST"
 
 cd "$DEST"
 rc=0
