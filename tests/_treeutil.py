@@ -64,29 +64,26 @@ def same_content(a, b):
     return subprocess.run(['cmp', '-s', os.fsencode(a), os.fsencode(b)], check=False).returncode == 0
 
 
-def extents_equal(a, b):
-    """FIEMAP through the engine: do a and b share all their data extents?"""
+def _on_fds(func, a, b):
     fa = os.open(os.fsencode(a), os.O_RDONLY)
     try:
         fb = os.open(os.fsencode(b), os.O_RDONLY)
         try:
-            return _extents.extents_equal(fa, fb)
+            return func(fa, fb)
         finally:
             os.close(fb)
     finally:
         os.close(fa)
+
+
+def extents_equal(a, b):
+    """FIEMAP through the engine: do a and b share all their data extents?"""
+    return _on_fds(_extents.extents_equal, a, b)
 
 
 def shared_bytes(a, b):
-    fa = os.open(os.fsencode(a), os.O_RDONLY)
-    try:
-        fb = os.open(os.fsencode(b), os.O_RDONLY)
-        try:
-            return _extents.shared_bytes(fa, fb)
-        finally:
-            os.close(fb)
-    finally:
-        os.close(fa)
+    """FIEMAP through the engine: bytes of a whose blocks are also b's."""
+    return _on_fds(_extents.shared_bytes, a, b)
 
 
 def filefrag_shared(path):

@@ -75,3 +75,14 @@ def pytest_sessionfinish(session):  # pylint: disable=unused-argument
 def _print_seed(request):
     # Shown with a failure: RELIABILITY_SEED=<seed> replays the random choices.
     print('RELIABILITY_SEED=%d RELIABILITY_LONG=%d (%s)' % (_faults.SEED, _faults.LONG, request.node.nodeid))
+
+
+@pytest.fixture
+def reachable(loop_workdir):
+    """Let an unprivileged user traverse (not list) the session's loop mount directory."""
+    mode = os.stat(loop_workdir).st_mode & 0o7777
+    os.chmod(loop_workdir, 0o711)
+    try:
+        yield
+    finally:
+        os.chmod(loop_workdir, mode)

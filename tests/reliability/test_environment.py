@@ -67,16 +67,6 @@ def test_readonly_dest_between_runs(kind, ext4, loop_fs, workdir):
 
 # ---------------------------------------------------------------- as an unprivileged user
 
-@pytest.fixture
-def reachable(loop_workdir):
-    """Let an unprivileged user traverse (not list) the session's loop mount directory."""
-    mode = os.stat(loop_workdir).st_mode & 0o7777
-    os.chmod(loop_workdir, 0o711)
-    try:
-        yield
-    finally:
-        os.chmod(loop_workdir, mode)
-
 
 def _as_nobody(argv):
     _faults.need('setpriv')

@@ -172,16 +172,6 @@ def test_metrics_temp_file_does_not_follow_symlinks(ext4, workdir):
     TALLY.record('local-user', 'ext4', 'planted symlink in the metrics dir: not followed')
 
 
-@pytest.fixture
-def reachable(loop_workdir):
-    mode = os.stat(loop_workdir).st_mode & 0o7777
-    os.chmod(loop_workdir, 0o711)
-    try:
-        yield
-    finally:
-        os.chmod(loop_workdir, mode)
-
-
 def test_a_user_owning_dests_parent_cannot_redirect_the_job(ext4, workdir, reachable):  # pylint: disable=unused-argument
     """Job "home" snapshots /home/alice/data into /home/alice/.snapshots (alice owns
     /home/alice); job "db" has its own root elsewhere with snapshots.  Alice swaps her
