@@ -232,11 +232,11 @@ def latest(dest):
 
 
 def partials(dest):
-    """Leftovers of killed or failed runs (NAME.partial, NAME.deleting, temporary names)."""
+    """Leftovers of killed or failed runs (NAME.partial, NAME.deleting, NAME.links, temporary names)."""
     if not Path(dest).is_dir():
         return []
     return sorted(n for n in os.listdir(dest)
-                  if n.endswith(('.partial', '.deleting')) or (n.startswith('.') and n.endswith('.tmp')))
+                  if n.endswith(('.partial', '.deleting', '.links')) or (n.startswith('.') and n.endswith('.tmp')))
 
 
 def count_entries(root, limit=None):

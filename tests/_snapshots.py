@@ -48,12 +48,12 @@ def latest(dest):
 
 
 def leftovers(dest):
-    """Leftovers of (killed) runs: STAMP.partial, STAMP.deleting, temporary latest symlinks and
+    """Leftovers of (killed) runs: STAMP.partial, STAMP.deleting, STAMP.links, temporary latest symlinks and
     records (.STAMP.json.tmp), records (STAMP.json) of snapshots that are gone."""
     names = set(os.listdir(dest))
     out = []
     for n in names:
-        for suffix in ('.partial', '.deleting'):
+        for suffix in ('.partial', '.deleting', '.links'):
             if n.endswith(suffix) and NAME_RE.match(n[:-len(suffix)]):
                 out.append(n)
         if n.startswith('.latest.') and n.endswith('.tmp'):

@@ -14,7 +14,7 @@ import os
 import stat
 import time
 
-from . import _ioctl
+from . import _ioctl, _parallel
 from ._errors import BadInput, Changed, CrossDevice, LinkError, NotSupported, from_oserror
 from ._extents import extents_equal
 from ._tree import (
@@ -213,6 +213,10 @@ class TreeCopier(object):
         self.changes = 0
         self.umask = _read_umask()      # per run: the process may change it
         self.link_from_xattrs = True    # may files of link_from have xattrs?
+        self.workers = 1                # processes walking at once (fresh trees only)
+        self.scratch = None             # (dir fd, name) the parallel walk may use next to dest
+        self._pool = None
+        self._claims_fd = None
 
     # ------------------------------------------------------------ entry points
 
@@ -225,7 +229,11 @@ class TreeCopier(object):
         self._root_dev = root_st.st_dev
         cwd = os.open('.', os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)     # _XattrReader moves it
         try:
-            self._walk(src_fd, dst_fd, self.link_from, root_st)
+            if self.workers > 1 and self.fresh and not self.dry_run and self.report is None \
+                    and self.scratch is not None:
+                self._walk_parallel(src_fd, dst_fd)
+            else:
+                self._walk(src_fd, dst_fd, self.link_from, root_st)
         finally:
             try:
                 os.fchdir(cwd)
@@ -234,10 +242,44 @@ class TreeCopier(object):
 
     # ------------------------------------------------------------ the walk
 
+    def _walk_parallel(self, src_fd, dst_fd):
+        """The same walk in self.workers processes (see _parallel)."""
+        scratch_fd, claims = self.scratch
+        os.mkdir(claims, 0o700, dir_fd=scratch_fd)
+        try:
+            self._claims_fd = open_dir_at(scratch_fd, claims)
+            self._pool = _parallel.Pool(self.workers)
+            base, changes = dict(self.stats), self.changes
+            roots = [src_fd, dst_fd] + ([self.link_from] if self.link_from is not None else [])
+            for stats, worker_changes in self._pool.run(self, roots, keep=[self._claims_fd]):
+                for key, value in stats.items():
+                    self.stats[key] += value - base[key]
+                self.changes += worker_changes - changes
+        finally:
+            self._pool = None
+            if self._claims_fd is not None:
+                os.close(self._claims_fd)
+                self._claims_fd = None
+            remove_tree_at(scratch_fd, os.fsencode(claims))
+
+    def run_job(self, rel, fds):
+        """In a worker process: walk the directory whose fds the pool sent."""
+        src_fd, dst_fd = fds[0], fds[1]
+        prev_fd = fds[2] if len(fds) > 2 else None
+        meta = self._dir_meta(src_fd, os.fstat(src_fd))
+        self._walk_frames([[src_fd, dst_fd, prev_fd, rel, None, meta, False]])
+
+    def result(self):
+        """In a worker process: what it did, for the parent to add up."""
+        return dict(self.stats), self.changes
+
     def _walk(self, src_root, dst_root, prev_root, root_st):
-        # Explicit stack: deep trees must not hit Python's recursion limit.
-        # Frame: [src_fd, dst_fd or None, prev_fd or None, rel, entries, src_meta]
-        stack = [[src_root, dst_root, prev_root, b'', None, self._dir_meta(src_root, root_st), False]]
+        # Frame: [src_fd, dst_fd or None, prev_fd or None, rel, entries, src_meta, existed]
+        self._walk_frames([[src_root, dst_root, prev_root, b'', None, self._dir_meta(src_root, root_st), False]])
+
+    def _walk_frames(self, stack):
+        """Depth-first from stack[0], whose fds belong to the caller. An
+        explicit stack: deep trees must not hit Python's recursion limit."""
         try:
             while stack:
                 frame = stack[-1]
@@ -252,7 +294,12 @@ class TreeCopier(object):
                     self._finish_dir(frame, stack[-1] if stack else None)
                     continue
                 pushed = self._entry(frame, child)
-                if pushed is not None:
+                if pushed is None:
+                    continue
+                if self._pool is not None and \
+                        self._pool.offload(pushed[3], [fd for fd in pushed[:3] if fd is not None]):
+                    self._close_frame(pushed)       # another worker walks it now
+                else:
                     stack.append(pushed)
         finally:
             for frame in stack[1:]:
@@ -448,11 +495,17 @@ class TreeCopier(object):
         self.stats['files'] += 1
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1:
+            if self._claims_fd is not None:
+                self._claimed_file(src_fd, dst_fd, prev_fd, name, path, st)
+                return
             first = self._inodes.get(key)
             if first is not None:
                 self._inner_hardlink(dst_fd, dname, path, first, key)
                 return
             self._inodes[key] = [path, st.st_nlink - 1]
+        self._file_data(src_fd, dst_fd, prev_fd, name, path, st, dname)
+
+    def _file_data(self, src_fd, dst_fd, prev_fd, name, path, st, dname):
         existing = None if (self.fresh or dst_fd is None) else lstat_at(dst_fd, dname)
         if existing is not None and stat.S_ISDIR(existing.st_mode):
             raise BadInput('%s: src is a file but dest is a directory; remove it first'
@@ -472,6 +525,35 @@ class TreeCopier(object):
             self._write_file(fd, dst_fd, dname, path, src_meta, existing)
         finally:
             os.close(fd)
+
+    def _claimed_file(self, src_fd, dst_fd, prev_fd, name, path, st):
+        """One name of a multiply-linked inode, in a parallel walk: other names
+        may be in another worker's directories. Each worker makes its own
+        file, then claims the inode with a link in the claims directory; the
+        first claim wins (link is atomic) and every later name becomes a
+        hard link to the winner, so src's link structure is kept."""
+        before, changes = dict(self.stats), self.changes
+        self._file_data(src_fd, dst_fd, prev_fd, name, path, st, name)
+        key = b'%d-%d' % (st.st_dev, st.st_ino)
+        try:
+            os.link(name, key, src_dir_fd=dst_fd, dst_dir_fd=self._claims_fd, follow_symlinks=False)
+            return
+        except FileExistsError:
+            pass
+        self.stats.update(before)       # counted as a later name, not as data
+        self.stats['hardlinks'] += 1
+        self.changes = changes + 1
+        first = os.stat(key, dir_fd=self._claims_fd, follow_symlinks=False)
+        mine = os.stat(name, dir_fd=dst_fd, follow_symlinks=False)
+        if (first.st_dev, first.st_ino) == (mine.st_dev, mine.st_ino):
+            return      # both names were linked from the same inode of the previous snapshot
+        tmp = temp_name(name)
+        os.link(key, tmp, src_dir_fd=self._claims_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+        try:
+            os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
+        except BaseException:
+            _unlink_quietly(dst_fd, tmp)
+            raise
 
     def _open_src(self, src_fd, name, st, path):
         try:

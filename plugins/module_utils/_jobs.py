@@ -29,7 +29,7 @@ EX_OK, EX_FAIL, EX_STALE, EX_USAGE, EX_BUSY = 0, 1, 2, 64, 75   # 75: EX_TEMPFAI
 JOB_KEYS = {
     'name': str, 'src': str, 'dest': str, 'method': str, 'keep': dict, 'exclude': list,
     'one_file_system': bool, 'lock_timeout': int, 'max_age': int, 'metrics_dir': str,
-    'schedule': str,
+    'schedule': str, 'workers': int,
 }
 METRIC = 'fslinks_snapshot_'
 
@@ -52,7 +52,7 @@ def validate_job(cfg):
         if not cfg.get(key) or not os.path.isabs(cfg[key]) or '\0' in cfg[key]:
             raise BadInput('job %s: %s must be an absolute path without NUL bytes, got %r' % (name, key, cfg.get(key)))
     out = dict(method='auto', keep={}, exclude=[], one_file_system=True, lock_timeout=0,
-               max_age=2 * 86400, metrics_dir=None, schedule=None)
+               max_age=2 * 86400, metrics_dir=None, schedule=None, workers=0)
     out.update((k, v) for k, v in cfg.items() if v is not None)
     if out['method'] not in _snapshot.METHODS:
         raise BadInput('job %s: method must be one of %s, not %r' % (name, ', '.join(_snapshot.METHODS), out['method']))
@@ -63,6 +63,8 @@ def validate_job(cfg):
         raise BadInput('job %s: %s' % (name, exc))
     if out['max_age'] <= 0 or out['lock_timeout'] < 0:
         raise BadInput('job %s: max_age must be > 0 and lock_timeout >= 0' % name)
+    if not 0 <= out['workers'] <= _snapshot.MAX_WORKERS:
+        raise BadInput('job %s: workers must be 0 (automatic) to %d, got %r' % (name, _snapshot.MAX_WORKERS, out['workers']))
     _check_canonical(out)
     return out
 
@@ -88,7 +90,7 @@ def _request(cfg):
     _check_canonical(cfg)
     return _snapshot.Request(cfg['src'], cfg['dest'], method=cfg['method'], keep=cfg['keep'],
                              exclude=cfg['exclude'], one_file_system=cfg['one_file_system'],
-                             lock_timeout=cfg['lock_timeout'], create_dest=False,
+                             lock_timeout=cfg['lock_timeout'], create_dest=False, workers=cfg.get('workers') or 0,
                              root_tag='job %s' % cfg['name'])
 
 

@@ -22,7 +22,7 @@ import re
 import stat
 import time
 
-from . import _ioctl, _retention
+from . import _ioctl, _parallel, _retention
 from ._clone import DataCopier, TreeCopier, _first_regular_file, new_stats
 from ._errors import BadInput, Busy, LinkError, NotSupported, from_oserror
 from ._mounts import mount_of, read_mounts, reflink_capable
@@ -35,13 +35,15 @@ LOCK_NAME = '.fslinks-snapshot.lock'
 LATEST = 'latest'
 PARTIAL = '.partial'
 DELETING = '.deleting'
+MAX_WORKERS = 64
+LINKS = '.links'        # a parallel run's claims on multiply-linked inodes (see _clone)
 
 
 class Request(object):
     """A validated snapshot request."""
 
     def __init__(self, src, dest, method='auto', keep=None, exclude=(), one_file_system=True,
-                 lock_timeout=0, dest_mode=0o700, create_dest=True, root_tag=None):
+                 lock_timeout=0, dest_mode=0o700, create_dest=True, root_tag=None, workers=0):
         for label, path in (('src', src), ('dest', dest)):
             if not isinstance(path, str) or not path or '\0' in path:
                 raise BadInput('%s must be a non-empty path without NUL bytes, got %r' % (label, path), path)
@@ -59,6 +61,10 @@ class Request(object):
             raise BadInput('lock_timeout must be 0 or more seconds, got %r' % (lock_timeout,))
         if not isinstance(one_file_system, bool):
             raise BadInput('one_file_system must be true or false, got %r' % (one_file_system,))
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= MAX_WORKERS:
+            raise BadInput('workers must be 0 (automatic: one per CPU, at most 4) to %d, got %r'
+                           % (MAX_WORKERS, workers))
+        self.workers = workers or _parallel.default_workers()
         # The caller's top-level paths are resolved whole ('..', symlinks),
         # so that the inside/outside checks below compare real places.
         self.src = os.path.realpath(src)
@@ -126,7 +132,7 @@ def leftovers(dest_fd):
         stem, dot, suffix = name.rpartition('.')
         if LATEST_TMP.match(name) or RECORD_TMP.match(name):
             out.append(name)
-        elif dot and '.' + suffix in (PARTIAL, DELETING) and _retention.parse_snapshot_name(stem):
+        elif dot and '.' + suffix in (PARTIAL, DELETING, LINKS) and _retention.parse_snapshot_name(stem):
             out.append(name)
         elif dot and '.' + suffix == RECORD and _retention.parse_snapshot_name(stem) and stem not in names:
             out.append(name)
@@ -176,7 +182,7 @@ def remove_snapshot(dest_fd, name):
     if LATEST_TMP.match(name) or RECORD_TMP.match(name) or name.endswith(RECORD):
         os.unlink(name, dir_fd=dest_fd)
         return
-    if not name.endswith((PARTIAL, DELETING)):
+    if not name.endswith((PARTIAL, DELETING, LINKS)):
         doomed = name + DELETING
         os.rename(name, doomed, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
     st = lstat_at(dest_fd, doomed)
@@ -186,6 +192,8 @@ def remove_snapshot(dest_fd, name):
         _delete_subvolume(dest_fd, doomed)
     else:
         remove_tree_at(dest_fd, os.fsencode(doomed), on_subvolume=_delete_subvolume)
+    if doomed.endswith(LINKS):
+        return      # a run's scratch, no record of its own
     base = doomed[:-len(PARTIAL)] if doomed.endswith(PARTIAL) else doomed[:-len(DELETING)]
     try:
         os.unlink(base + RECORD, dir_fd=dest_fd)
@@ -545,6 +553,7 @@ def _make(req, dest_fd, existing, name, dry_run, report, result):
                 part_fd = open_dir_at(dest_fd, partial)
                 try:
                     reset_new_dir(part_fd)
+                    tree.workers, tree.scratch = req.workers, (dest_fd, name + LINKS)
                     tree.copy_tree(src_fd, part_fd)
                 finally:
                     os.close(part_fd)

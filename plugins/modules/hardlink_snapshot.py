@@ -98,6 +98,15 @@ options:
         "another snapshot of DEST is running".
     type: int
     default: 0
+  workers:
+    description:
+      - Processes that build the snapshot together (methods V(reflink), V(hardlink) and V(copy);
+        most of the work is in the kernel, which runs them on separate CPUs). Each takes
+        directories from the others while it is idle; the result is the same as with one.
+      - V(0) picks one per CPU this process may use, at most 4. V(1) walks in one process.
+      - Check mode and diff mode always walk in one process.
+    type: int
+    default: 0
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -230,6 +239,7 @@ def main():
             one_file_system=dict(type='bool', default=True),
             state=dict(type='str', default='present', choices=['present', 'pruned']),
             lock_timeout=dict(type='int', default=0),
+            workers=dict(type='int', default=0),
         ),
         supports_check_mode=True,
     )
@@ -237,7 +247,8 @@ def main():
     keep = dict((k, v) for k, v in (p['keep'] or {}).items() if v is not None)
     try:
         req = Request(p['src'], p['dest'], method=p['method'], keep=keep, exclude=p['exclude'],
-                      one_file_system=p['one_file_system'], lock_timeout=p['lock_timeout'])
+                      one_file_system=p['one_file_system'], lock_timeout=p['lock_timeout'],
+                      workers=p['workers'])
         before = list_snapshots_at(req.dest) if module._diff else None
         result = run(req, state=p['state'], dry_run=module.check_mode)
     except LinkError as exc:

@@ -159,7 +159,7 @@ def _etc_artifacts():
     """Names a snapshot run would leave in /etc had it written there."""
     bad = []
     for name in os.listdir('/etc'):
-        if name.endswith(('.partial', '.deleting')) or name == _faults.LOCK_NAME or \
+        if name.endswith(('.partial', '.deleting', '.links')) or name == _faults.LOCK_NAME or \
                 re.match(r'\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{6}Z', name) or '.fslinks-' in name:
             bad.append(name)
     return bad

@@ -1,0 +1,236 @@
+# Copyright: (c) 2026, fslinks.snapshots contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Walk one tree with several processes.
+
+Most of a snapshot's time is spent in the kernel (link, stat, clone), and
+the kernel runs calls on different directories in parallel.  Python threads
+share one interpreter lock and make it slower; processes do not.
+
+The parent only dispatches.  Each worker walks the directory it is given
+depth-first, as the serial walker does, and hands a subdirectory back to the
+parent (its three open fds travel over a unix socket) only while another
+worker is idle: the work spreads over every worker without a fixed split,
+and no job crosses a socket when nobody is waiting for it.
+
+A worker dies with its parent (PR_SET_PDEATHSIG), so a killed run never
+leaves a process writing into a tree that the next run removes.
+"""
+
+import ctypes
+import ctypes.util
+import mmap
+import os
+import pickle
+import select
+import signal
+import socket
+
+from ._errors import LinkError
+
+_MSG_MAX = 65536        # a job is a relative path; deeper ones are walked locally
+_PR_SET_PDEATHSIG = 1
+
+
+def default_workers():
+    """One worker per CPU this process may use, at most 4 (beyond that the
+    filesystem's own locks, not the CPUs, set the pace)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+class WorkerDied(LinkError):
+    """A worker process ended without saying why (killed, out of memory)."""
+
+
+def _die_with_parent(parent):
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:      # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _close_all_but(keep):
+    """Close every inherited fd a worker does not need; above all the run's
+    lock, so that the next run can start the moment this one is killed."""
+    low = 0
+    for fd in sorted(set(keep)):
+        if fd > low:        # never an empty range: CPython turns closerange(n, n) into "all from n"
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+def _send(sock, msg, fds=()):
+    socket.send_fds(sock, [pickle.dumps(msg, protocol=2)], list(fds))
+
+
+def _recv(sock):
+    """(message, fds), or (None, []) at end of file."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, _MSG_MAX + 1024, 3)
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    return pickle.loads(data), fds
+
+
+def _pack_error(exc):
+    if isinstance(exc, LinkError):
+        return (type(exc).__name__, exc.msg, exc.path, exc.errno)
+    return ('LinkError', '%s: %s' % (type(exc).__name__, exc), None, getattr(exc, 'errno', None))
+
+
+def _unpack_error(packed):
+    from . import _errors     # pylint: disable=import-outside-toplevel
+    name, msg, path, err = packed
+    cls = getattr(_errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, LinkError)):
+        cls = LinkError
+    return cls(msg, path, err)
+
+
+class Pool(object):
+    """Run ``work.run_job(rel, fds)`` for the root job and every job workers
+    hand back; ``work.result()`` is each worker's contribution at the end."""
+
+    def __init__(self, workers):
+        self.workers = workers
+        # Shared with the workers: how many more jobs the parent could hand
+        # out right now. A hint, read without locks; the parent rewrites it.
+        self._hungry = mmap.mmap(-1, 1)
+        self._sock = None           # a worker's end of its socket
+        self._socks = []            # the parent's ends
+        self._pids = []
+
+    # ------------------------------------------------------------ worker side
+
+    def offload(self, rel, fds):
+        """In a worker: hand a directory to the parent if a worker is idle."""
+        if self._sock is None or self._hungry[0] == 0 or len(rel) > _MSG_MAX:
+            return False
+        self._hungry[0] -= 1
+        _send(self._sock, ('job', rel), fds)
+        return True
+
+    def _worker(self, work, parent, keep):
+        code = 1
+        try:
+            _die_with_parent(parent)
+            _close_all_but([0, 1, 2, self._sock.fileno()] + list(keep))
+            while True:
+                msg, fds = _recv(self._sock)
+                if msg is None:
+                    break
+                if msg[0] == 'exit':
+                    _send(self._sock, ('result', work.result()))
+                    code = 0
+                    break
+                try:
+                    work.run_job(msg[1], fds)
+                except BaseException as exc:    # pylint: disable=broad-except
+                    _send(self._sock, ('error', _pack_error(exc)))
+                    break
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                _send(self._sock, ('done',))
+        finally:
+            os._exit(code)      # never run the parent's clean-up code in a fork
+
+    # ------------------------------------------------------------ parent side
+
+    def run(self, work, root_fds, keep=()):
+        """Walk from the root job; returns the workers' results, or raises
+        the first error a worker met (after every worker has been stopped).
+        Workers keep only the fds in ``keep`` and the jobs they are sent."""
+        parent = os.getpid()
+        try:
+            for _i in range(self.workers):
+                mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                pid = os.fork()
+                if pid == 0:
+                    mine.close()
+                    for sock in self._socks:
+                        sock.close()
+                    self._socks = []
+                    self._sock = theirs
+                    self._worker(work, parent, keep)
+                theirs.close()
+                self._socks.append(mine)
+                self._pids.append(pid)
+            self._dispatch(b'', root_fds)
+            return self._collect()
+        finally:
+            self._stop()
+
+    def _dispatch(self, root_rel, root_fds):
+        queue = [(root_rel, list(root_fds), False)]    # the root's fds stay the caller's
+        idle = list(range(self.workers))
+        busy = set()
+        by_fd = dict((sock.fileno(), i) for i, sock in enumerate(self._socks))
+        try:
+            while True:
+                while queue and idle:
+                    i = idle.pop()
+                    rel, fds, owned = queue.pop()
+                    _send(self._socks[i], ('job', rel), fds)
+                    if owned:
+                        for fd in fds:
+                            os.close(fd)
+                    busy.add(i)
+                self._hungry[0] = max(0, min(255, len(idle) - len(queue)))
+                if not busy:
+                    return
+                ready, _w, _x = select.select([self._socks[i] for i in busy], [], [])
+                for sock in ready:
+                    i = by_fd[sock.fileno()]
+                    msg, fds = _recv(sock)
+                    if msg is None:
+                        raise WorkerDied('a snapshot worker process died unexpectedly', None, None)
+                    if msg[0] == 'job':
+                        queue.append((msg[1], fds, True))
+                    elif msg[0] == 'done':
+                        busy.discard(i)
+                        idle.append(i)
+                    elif msg[0] == 'error':
+                        raise _unpack_error(msg[1])
+        finally:
+            for _rel, fds, owned in queue:
+                if owned:
+                    for fd in fds:
+                        os.close(fd)
+
+    def _collect(self):
+        results = []
+        for sock in self._socks:
+            _send(sock, ('exit',))
+        for sock in self._socks:
+            msg, _fds = _recv(sock)
+            if msg is None or msg[0] != 'result':
+                raise WorkerDied('a snapshot worker process died before reporting', None, None)
+            results.append(msg[1])
+        return results
+
+    def _stop(self):
+        """Every worker gone before the caller goes on (it may delete the tree)."""
+        for sock in self._socks:
+            sock.close()
+        self._socks = []
+        for pid in self._pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in self._pids:
+            while True:
+                try:
+                    os.waitpid(pid, 0)
+                    break
+                except InterruptedError:
+                    continue
+                except ChildProcessError:
+                    break
+        self._pids = []

@@ -1,0 +1,144 @@
+# Copyright: fslinks.snapshots contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Snapshots built by several worker processes (``workers``) against the same snapshots built by
+one: same trees, same counts, hard links kept across workers, no worker left after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from _snapshots import latest, leftovers, snapshots
+from _trees import assert_same_tree, link_groups, make_hostile_tree, make_many_files
+
+from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import BadInput
+from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
+
+COLLECTIONS = Path(__file__).resolve().parents[2] / '.collections'
+
+RUNNER = r'''
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
+args = json.loads(sys.argv[2])
+req = Request(args.pop('src'), args.pop('dest'), **args)
+print('go', flush=True)
+print(json.dumps(run(req)), flush=True)
+'''
+
+
+def spread_links(root, dirs=24, groups=40):
+    """Names of one inode in three different directories, so that different workers meet them."""
+    root = Path(root)
+    for d in range(dirs):
+        (root / ('spread%02d' % d) / 'sub').mkdir(parents=True)
+    for g in range(groups):
+        first = root / ('spread%02d' % (g % dirs)) / ('g%03d' % g)
+        first.write_bytes(b'group %d\n' % g * (g + 1))
+        os.link(first, root / ('spread%02d' % ((g + 7) % dirs)) / 'sub' / ('g%03d-b' % g))
+        os.link(first, root / ('spread%02d' % ((g + 13) % dirs)) / ('g%03d-c' % g))
+
+
+def counts(result):
+    return dict((k, v) for k, v in result['stats'].items())
+
+
+CASES = [('xfs', 'hardlink'), ('xfs', 'reflink'), ('xfs', 'copy'), ('ext4', 'hardlink'), ('btrfs', 'reflink')]
+
+
+@pytest.mark.parametrize('fs,method', CASES, ids=['%s-%s' % c for c in CASES])
+def test_workers_build_the_same_snapshot_as_one(request, workdir, fs, method):
+    work = workdir(request.getfixturevalue(fs))
+    src = work / 'src'
+    src.mkdir()
+    (src / 'hostile').mkdir()
+    make_hostile_tree(src / 'hostile')
+    make_many_files(src / 'many', 600, size=512, per_dir=25)
+    spread_links(src)
+    results = {}
+    for workers in (1, 4):
+        dest = work / ('snaps-%d' % workers)
+        first = run(Request(str(src), str(dest), method=method, workers=workers))
+        assert_same_tree(src, first['snapshot'])
+        # Second run after edits: the hardlink method links from the first snapshot.
+        (src / 'many' / 'd003' / 'f00075').write_bytes(b'changed %d\n' % workers)
+        second = run(Request(str(src), str(dest), method=method, workers=workers))
+        assert_same_tree(src, second['snapshot'])
+        assert leftovers(dest) == [] and not any(n.endswith('.links') for n in os.listdir(dest))
+        results[workers] = (counts(first), counts(second), link_groups(second['snapshot']))
+        (src / 'many' / 'd003' / 'f00075').write_bytes(b'%08d' % 75 * 64)    # back as it was
+        os.utime(src / 'many' / 'd003' / 'f00075', ns=(0, 10 ** 18))
+    assert results[1][:2] == results[4][:2], 'workers=4 counted differently from workers=1'
+    assert results[4][2] == results[1][2] == link_groups(src)
+    if method == 'hardlink':
+        assert results[4][1]['linked'] > 600
+
+
+def worker_pids(pid):
+    """The children of PID (its worker processes), from /proc."""
+    pids = set()
+    for task in os.listdir('/proc/%d/task' % pid):
+        try:
+            with open('/proc/%d/task/%s/children' % (pid, task), encoding='ascii') as f:
+                pids.update(int(p) for p in f.read().split())
+        except OSError:
+            pass
+    return pids
+
+
+def alive(pid):
+    try:
+        with open('/proc/%d/stat' % pid, encoding='ascii', errors='replace') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def test_no_worker_outlives_a_killed_run(workdir, ext4):
+    """SIGKILL the parent mid-run: its workers die with it (PR_SET_PDEATHSIG), so nothing writes
+    into the tree the next run removes, and that run starts at once (workers hold no lock)."""
+    work = workdir(ext4)
+    src = work / 'src'
+    make_many_files(src, 6000, size=4096, per_dir=50)
+    dest = work / 'snaps'
+    args = dict(src=str(src), dest=str(dest), method='copy', workers=3)
+    proc = subprocess.Popen([sys.executable, '-c', RUNNER, str(COLLECTIONS), json.dumps(args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b'go\n'
+        deadline = time.monotonic() + 30
+        workers = set()
+        while len(workers) < 3 and time.monotonic() < deadline and proc.poll() is None:
+            workers = worker_pids(proc.pid)
+            time.sleep(0.005)
+        assert len(workers) == 3, 'the run ended before its 3 workers were seen: %s' % workers
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(alive(p) for p in workers), 'workers outlived the killed run'
+    assert snapshots(dest) == []
+    result = run(Request(str(src), str(dest), method='copy', workers=3))     # lock_timeout=0
+    assert any(p.endswith('.links') for p in result['leftovers_removed']) or \
+        any(p.endswith('.partial') for p in result['leftovers_removed'])
+    assert leftovers(dest) == [] and latest(dest) == os.path.basename(result['snapshot'])
+    assert_same_tree(src, result['snapshot'])
+
+
+@pytest.mark.parametrize('bad', [-1, 65, True, 1.5, '2'])
+def test_workers_out_of_range(tmp_path, bad):
+    (tmp_path / 'src').mkdir()
+    with pytest.raises(BadInput, match='workers must be'):
+        Request(str(tmp_path / 'src'), str(tmp_path / 'snaps'), workers=bad)
