@@ -8,8 +8,8 @@ import datetime
 import os
 from pathlib import Path
 
-ORDER = ['engine:hardlink', 'rsync', 'cp-al', 'engine:reflink', 'cp-reflink', 'engine:btrfs',
-         'btrfs-snapshot', 'engine:copy', 'cp-a']
+ORDER = ['engine:hardlink', 'engine:hardlink-1', 'rsync', 'cp-al', 'engine:reflink', 'engine:reflink-1',
+         'cp-reflink', 'engine:btrfs', 'btrfs-snapshot', 'engine:copy', 'cp-a']
 BASELINES = [('rsync', 'x rsync --link-dest'), ('cp-al', 'x cp -al'), ('cp-reflink', 'x cp --reflink')]
 FS_ORDER = ['ext4', 'xfs', 'btrfs']
 MEM_GROWTH = 1.5          # "flat": net peak RSS grows at most 1.5x ...
@@ -228,7 +228,7 @@ def memory(data):
     header = ['fs', 'contender'] + ['%s files' % '{:,}'.format(n) for n in sizes]
     rows = []
     for fs in FS_ORDER:
-        for key in ('engine:hardlink', 'engine:reflink', 'rsync', 'cp-al'):
+        for key in ('engine:hardlink', 'engine:hardlink-1', 'engine:reflink', 'rsync', 'cp-al'):
             cells = []
             label = None
             for n in sizes:
@@ -307,7 +307,9 @@ def markdown(data, png_name=None):
         '',
         'Median of %d interleaved samples after %d warm-up round(s); "x rsync --link-dest", "x cp -al" '
         'and "x cp --reflink" divide the medians (below 1: faster than that tool). **Bold**: our '
-        'engine (`fslinks METHOD` = `hardlink_snapshot method=METHOD`, called in-process).' % (m['reps'], m['warmup']),
+        'engine (`fslinks METHOD` = `hardlink_snapshot method=METHOD`, called in-process, with its '
+        'default `workers`: one process per CPU, at most 4 (here %s); `..., 1 process` = `workers: 1`).'
+        % (m['reps'], m['warmup'], h.get('cpus')),
         '',
         head,
         '',
@@ -326,10 +328,11 @@ def markdown(data, png_name=None):
               'the files).', '', scaling(data), '',
               '## Peak memory (MiB)', '',
               'Peak resident set of one sample\'s process, median over samples. Our engine: `VmHWM` '
-              'of the worker process (its peak since exec, read from /proc/self/status when `run()` '
-              'returns), a fresh Python interpreter that has imported the engine (%.1f MiB before it '
+              'of the bench worker process (its peak since exec, read from /proc/self/status when `run()` '
+              'returns) or, if larger, the largest peak of the engine\'s own worker processes, '
+              'a fresh Python interpreter that has imported the engine (%.1f MiB before it '
               'runs anything: "net" subtracts that baseline); and, from one extra untimed run, the peak of '
-              'the Python allocations made during `run()` (tracemalloc). Other tools: GNU time `%%M` (for rsync '
+              'the Python allocations made during `run()` (tracemalloc, with `workers: 1`: it sees one process). Other tools: GNU time `%%M` (for rsync '
               'the largest of its processes). (`wait4`\'s `ru_maxrss` is not used: Linux charges a '
               'child with the forking parent\'s resident set from before exec.)'
               % (m.get('baseline_rss_kb', 0) / 1024), '', memory(data), '']
@@ -390,6 +393,7 @@ def _load(la):
 # ---------------------------------------------------------------- plot
 
 _COLORS = {'engine:hardlink': '#1f77b4', 'engine:reflink': '#2ca02c', 'engine:btrfs': '#9467bd',
+           'engine:hardlink-1': '#17becf', 'engine:reflink-1': '#98df8a',
            'engine:copy': '#8c564b', 'rsync': '#ff7f0e', 'cp-al': '#d62728', 'cp-reflink': '#bcbd22',
            'btrfs-snapshot': '#e377c2', 'cp-a': '#7f7f7f'}
 

@@ -67,9 +67,12 @@ class Contender:
         self.warm_argv = warm_argv
 
 
-def engine(method, src, root, prev):
-    return Contender('engine:' + method, 'fslinks %s' % method, 'engine',
-                     job={'op': 'snapshot', 'src': str(src), 'dest': str(root), 'method': method},
+def engine(method, src, root, prev, workers=0):
+    """Our engine; workers=0 is its default (one process per CPU, at most 4), 1 one process."""
+    key, label = ('engine:%s' % method, 'fslinks %s' % method) if workers == 0 else \
+        ('engine:%s-%d' % (method, workers), 'fslinks %s, %d process%s' % (method, workers, '' if workers == 1 else 'es'))
+    return Contender(key, label, 'engine',
+                     job={'op': 'snapshot', 'src': str(src), 'dest': str(root), 'method': method, 'workers': workers},
                      root=root, keep=(prev, 'latest', '.fslinks-snapshot.lock'))
 
 
@@ -184,14 +187,14 @@ def bench_fs(fs, files, args, wd, data):
         _t, first = engine_job({'op': 'snapshot', 'src': str(src), 'dest': str(snaps), 'method': 'hardlink'})
         prev = os.path.basename(first['snapshot'])
         tree['prev_snapshot'] = {'seconds': round(first['seconds'], 3), 'stats': first['stats']}
-        contenders = [engine('hardlink', src, snaps, prev)]
+        contenders = [engine('hardlink', src, snaps, prev), engine('hardlink', src, snaps, prev, workers=1)]
         rsync_argv = ['rsync', '-a', '--link-dest=%s' % (snaps / prev), '%s/' % src, '%s/' % (out / 'rsync')]
         rsync = command('rsync', 'rsync -a --link-dest', rsync_argv, out / 'rsync',
                         warm_argv=rsync_argv[:2] + ['--stats'] + rsync_argv[2:])
         cpal = command('cp-al', 'cp -al', ['cp', '-al', src, out / 'cpal'], out / 'cpal')
         contenders += [rsync, cpal]
         if reflink:
-            contenders += [engine('reflink', src, snaps, prev),
+            contenders += [engine('reflink', src, snaps, prev), engine('reflink', src, snaps, prev, workers=1),
                            command('cp-reflink', 'cp -a --reflink=always',
                                    ['cp', '-a', '--reflink=always', src, out / 'cpreflink'], out / 'cpreflink')]
         if btrfs:
@@ -213,7 +216,8 @@ def bench_fs(fs, files, args, wd, data):
         stage['scenarios']['steady'] = _scenario(contenders, warm, timed)
         # One more, untimed run of the hardlink method under tracemalloc: the peak of Python
         # allocations during run(), a finer memory measure than the process's resident set.
-        traced = dict(contenders[0].job, tracemalloc=True)
+        # In one process: tracemalloc sees only its own process, and the walk is the same code.
+        traced = dict(contenders[0].job, tracemalloc=True, workers=1)
         _t, res = engine_job(traced)
         stage['tracemalloc_peak_kb'] = {'engine:hardlink': res.get('tracemalloc_peak_kb')}
         _clean_engine(contenders[0], btrfs)
@@ -225,7 +229,7 @@ def bench_fs(fs, files, args, wd, data):
             _treegen.change_files(srcvol, args.change_share, seed=args.seed)
         tree['changed_files'] = changed
         settle(mnt, btrfs)
-        contenders = [c for c in contenders if c.key in ('engine:hardlink', 'rsync', 'cp-al')]
+        contenders = [c for c in contenders if c.key in ('engine:hardlink', 'engine:hardlink-1', 'rsync', 'cp-al')]
         log('  changed (%d files): %s' % (changed, ', '.join(c.key for c in contenders)))
         warm, timed = measure(contenders, mnt, btrfs, args.reps, args.warmup)
         stage['scenarios']['changed'] = _scenario(contenders, warm, timed)

@@ -214,7 +214,8 @@ class TreeCopier(object):
         self.umask = _read_umask()      # per run: the process may change it
         self.link_from_xattrs = True    # may files of link_from have xattrs?
         self.workers = 1                # processes walking at once (fresh trees only)
-        self.scratch = None             # (dir fd, name) the parallel walk may use next to dest
+        self.scratch_fd = None          # a directory next to dest (same fs) where the
+        self.scratch_name = None        # parallel walk may make one of its own, by this name
         self._pool = None
         self._claims_fd = None
 
@@ -230,7 +231,7 @@ class TreeCopier(object):
         cwd = os.open('.', os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)     # _XattrReader moves it
         try:
             if self.workers > 1 and self.fresh and not self.dry_run and self.report is None \
-                    and self.scratch is not None:
+                    and self.scratch_fd is not None:
                 self._walk_parallel(src_fd, dst_fd)
             else:
                 self._walk(src_fd, dst_fd, self.link_from, root_st)
@@ -244,7 +245,7 @@ class TreeCopier(object):
 
     def _walk_parallel(self, src_fd, dst_fd):
         """The same walk in self.workers processes (see _parallel)."""
-        scratch_fd, claims = self.scratch
+        scratch_fd, claims = self.scratch_fd, self.scratch_name
         os.mkdir(claims, 0o700, dir_fd=scratch_fd)
         try:
             self._claims_fd = open_dir_at(scratch_fd, claims)

@@ -109,9 +109,11 @@ class Pool(object):
 
     def offload(self, rel, fds):
         """In a worker: hand a directory to the parent if a worker is idle."""
-        if self._sock is None or self._hungry[0] == 0 or len(rel) > _MSG_MAX:
+        hungry = self._hungry[0]
+        if self._sock is None or hungry == 0 or len(rel) > _MSG_MAX:
             return False
-        self._hungry[0] -= 1
+        # Racy (two workers may both take the last slot): an extra job in the queue, no harm.
+        self._hungry[0] = hungry - 1
         _send(self._sock, ('job', rel), fds)
         return True
 

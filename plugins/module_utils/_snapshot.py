@@ -553,7 +553,7 @@ def _make(req, dest_fd, existing, name, dry_run, report, result):
                 part_fd = open_dir_at(dest_fd, partial)
                 try:
                     reset_new_dir(part_fd)
-                    tree.workers, tree.scratch = req.workers, (dest_fd, name + LINKS)
+                    tree.workers, tree.scratch_fd, tree.scratch_name = req.workers, dest_fd, name + LINKS
                     tree.copy_tree(src_fd, part_fd)
                 finally:
                     os.close(part_fd)
