@@ -73,7 +73,8 @@ def main(argv):
         tracemalloc.stop()
     # The worker processes' peaks count too (the largest; forked pages shared with us included).
     children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({'vmhwm_kb': max(_hwm_kb() or 0, children_kb) or None, 'tracemalloc_peak_kb': traced, 'seconds': seconds, 'engine_seconds': result.get('seconds'),
+    print(json.dumps({'vmhwm_kb': max(_hwm_kb() or 0, children_kb) or None, 'tracemalloc_peak_kb': traced,
+                      'seconds': seconds, 'engine_seconds': result.get('seconds'),
                       'method': result.get('method'), 'stats': result.get('stats'),
                       'snapshot': result.get('snapshot'), 'engine_file': snapshot.__file__}))
     return 0
