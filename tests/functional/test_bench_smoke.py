@@ -52,13 +52,14 @@ def test_bench_runs_on_a_tiny_tree(loop_workdir, tmp_path):
     assert (stage['fs'], stage['files']) == ('ext4', 200)
     assert stage['tree']['files'] == 200 and stage['tree']['changed_files'] == 2
     steady, changed = stage['scenarios']['steady'], stage['scenarios']['changed']
-    assert {'engine:hardlink', 'engine:copy', 'rsync', 'cp-al', 'cp-a'} == set(steady)
-    assert {'engine:hardlink', 'rsync', 'cp-al'} == set(changed)
+    assert {'engine:hardlink', 'engine:hardlink-1', 'engine:copy', 'rsync', 'cp-al', 'cp-a'} == set(steady)
+    assert {'engine:hardlink', 'engine:hardlink-1', 'rsync', 'cp-al'} == set(changed)
     for entry in list(steady.values()) + list(changed.values()):
         assert {'median', 'min', 'max', 'median_with_sync', 'maxrss_kb_median', 'samples', 'warmup'} <= set(entry)
         assert len(entry['samples']) == 1 and entry['min'] <= entry['median'] <= entry['max']
     # The engine really did link (steady) and copy the changed files (changed).
     assert steady['engine:hardlink']['samples'][0]['stats']['linked'] > 0
+    assert steady['engine:hardlink-1']['samples'][0]['stats'] == steady['engine:hardlink']['samples'][0]['stats']
     stats = changed['engine:hardlink']['samples'][0]['stats']
     assert stats['copied'] + stats['reflinked'] >= 1
     names = {t['name'] for t in data['targets']}
