@@ -286,8 +286,8 @@ class TreeCopier(object):
                 frame = stack[-1]
                 if frame[4] is None:
                     entries = self._entries(frame[0], frame[3])
-                    if frame[2] is not None and frame[1] is not None and self.fresh and not self.dry_run:
-                        entries = self._link_pass(frame, entries)
+                    if frame[1] is not None and self.fresh and not self.dry_run:
+                        entries = (self._link_pass if frame[2] is not None else self._clone_pass)(frame, entries)
                     frame[4] = iter(entries)
                 child = next(frame[4], None)
                 if child is None:
@@ -312,6 +312,50 @@ class TreeCopier(object):
                 return list(it)
         except OSError as exc:
             raise from_oserror(exc, display(rel or b'.'), 'read directory')
+
+    def _clone_pass(self, frame, entries):
+        """The hot path of a new reflink or copy snapshot: the plain files of
+        one directory, without the general path's per-entry dispatch; the
+        rest (directories, symlinks, inner hard links...) is returned."""
+        src_fd, dst_fd, rel = frame[0], frame[1], frame[3]
+        is_reg = stat.S_ISREG
+        excluder = self.excluder or None
+        stats = self.stats
+        rest = []
+        for dirent in entries:
+            try:
+                st = dirent.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                rest.append(dirent)
+                continue
+            if not is_reg(st.st_mode) or st.st_nlink > 1:
+                rest.append(dirent)
+                continue
+            name = os.fsencode(dirent.name)
+            path = join(rel, name)
+            if excluder is not None and excluder.excluded(path, name, False):
+                rest.append(dirent)
+                continue
+            try:
+                fd = os.open(name, FILE_FLAGS, dir_fd=src_fd)
+            except OSError:
+                rest.append(dirent)     # the general path says why, or that it vanished
+                continue
+            try:
+                now = os.fstat(fd)
+                if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or not is_reg(now.st_mode):
+                    rest.append(dirent)     # replaced since readdir: the general path refuses it
+                    continue
+                meta = Meta(st, read_xattrs(fd) if self.xattrs else None)
+                stats['files'] += 1
+                if meta.xattrs:
+                    stats['xattr_files'] += 1
+                self._write_file(fd, dst_fd, name, path, meta, None)
+            except (OSError, LinkError) as exc:
+                self._failed(exc, src_fd, name, path, st)
+            finally:
+                os.close(fd)
+        return rest
 
     def _link_pass(self, frame, entries):
         """The hot path of a steady-state hardlink snapshot: link every plain
@@ -410,13 +454,18 @@ class TreeCopier(object):
             else:
                 self._special(src_fd, dst_fd, name, path, st)
         except (OSError, LinkError) as exc:
-            if getattr(exc, 'errno', None) == errno.ENOENT and lstat_at(src_fd, name) is None:
-                self._vanished(path, st)        # rsync's "file has vanished": go on
-                return None
-            if isinstance(exc, LinkError):
-                raise
-            raise from_oserror(exc, display(path), 'copy')
+            self._failed(exc, src_fd, name, path, st)
         return None
+
+    def _failed(self, exc, src_fd, name, path, st):
+        """An entry's copy failed: go on if src deleted it meanwhile (rsync's
+        "file has vanished"), else raise the error with the path in it."""
+        if getattr(exc, 'errno', None) == errno.ENOENT and lstat_at(src_fd, name) is None:
+            self._vanished(path, st)
+            return
+        if isinstance(exc, LinkError):
+            raise exc
+        raise from_oserror(exc, display(path), 'copy')
 
     def _vanished(self, path, st):
         """Forget an entry deleted from src while we were at it."""
