@@ -336,18 +336,14 @@ class TreeCopier(object):
             if excluder is not None and excluder.excluded(path, name, False):
                 rest.append(dirent)
                 continue
+            stats['files'] += 1
             try:
-                fd = os.open(name, FILE_FLAGS, dir_fd=src_fd)
-            except OSError:
-                rest.append(dirent)     # the general path says why, or that it vanished
+                fd = self._open_src(src_fd, name, st, path)
+            except (OSError, LinkError) as exc:
+                self._failed(exc, src_fd, name, path, st)
                 continue
             try:
-                now = os.fstat(fd)
-                if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or not is_reg(now.st_mode):
-                    rest.append(dirent)     # replaced since readdir: the general path refuses it
-                    continue
                 meta = Meta(st, read_xattrs(fd) if self.xattrs else None)
-                stats['files'] += 1
                 if meta.xattrs:
                     stats['xattr_files'] += 1
                 self._write_file(fd, dst_fd, name, path, meta, None)
