@@ -31,14 +31,16 @@ _MSG_MAX = 65536        # a job is a relative path; deeper ones are walked local
 _PR_SET_PDEATHSIG = 1
 
 
-def default_workers():
-    """One worker per CPU this process may use, at most 4 (beyond that the
-    filesystem's own locks, not the CPUs, set the pace)."""
+def default_workers(fstype=None):
+    """One worker per CPU this process may use, at most 4: beyond that the
+    filesystem's own locks, not the CPUs, set the pace. At most 2 on btrfs,
+    which serializes metadata updates within a subvolume (measured with
+    30,000 files: 2 workers 1.1-1.15x faster than 1, 4 workers slower than 1)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus))
+    return max(1, min(2 if fstype == 'btrfs' else 4, cpus))
 
 
 class WorkerDied(LinkError):

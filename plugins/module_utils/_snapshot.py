@@ -62,9 +62,9 @@ class Request(object):
         if not isinstance(one_file_system, bool):
             raise BadInput('one_file_system must be true or false, got %r' % (one_file_system,))
         if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= MAX_WORKERS:
-            raise BadInput('workers must be 0 (automatic: one per CPU, at most 4) to %d, got %r'
+            raise BadInput('workers must be 0 (automatic) to %d, got %r'
                            % (MAX_WORKERS, workers))
-        self.workers = workers or _parallel.default_workers()
+        self.workers = workers      # 0: chosen per dest filesystem, see _parallel.default_workers
         # The caller's top-level paths are resolved whole ('..', symlinks),
         # so that the inside/outside checks below compare real places.
         self.src = os.path.realpath(src)
@@ -553,7 +553,9 @@ def _make(req, dest_fd, existing, name, dry_run, report, result):
                 part_fd = open_dir_at(dest_fd, partial)
                 try:
                     reset_new_dir(part_fd)
-                    tree.workers, tree.scratch_fd, tree.scratch_name = req.workers, dest_fd, name + LINKS
+                    tree.workers = req.workers or _parallel.default_workers(
+                        _fs_info(req.dest, dest_fd, read_mounts())['fstype'])
+                    tree.scratch_fd, tree.scratch_name = dest_fd, name + LINKS
                     tree.copy_tree(src_fd, part_fd)
                 finally:
                     os.close(part_fd)

@@ -103,7 +103,8 @@ options:
       - Processes that build the snapshot together (methods V(reflink), V(hardlink) and V(copy);
         most of the work is in the kernel, which runs them on separate CPUs). Each takes
         directories from the others while it is idle; the result is the same as with one.
-      - V(0) picks one per CPU this process may use, at most 4. V(1) walks in one process.
+      - V(0) picks one per CPU this process may use, at most 4 (at most 2 when O(dest) is on
+        btrfs, which serializes metadata updates within a subvolume). V(1) walks in one process.
       - Check mode and diff mode always walk in one process.
     type: int
     default: 0

@@ -18,6 +18,7 @@ import pytest
 from _snapshots import latest, leftovers, snapshots
 from _trees import assert_same_tree, link_groups, make_hostile_tree, make_many_files
 
+from ansible_collections.fslinks.snapshots.plugins.module_utils import _parallel
 from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import BadInput
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
 
@@ -142,3 +143,15 @@ def test_workers_out_of_range(tmp_path, bad):
     (tmp_path / 'src').mkdir()
     with pytest.raises(BadInput, match='workers must be'):
         Request(str(tmp_path / 'src'), str(tmp_path / 'snaps'), workers=bad)
+
+
+def test_default_workers_follow_cpus_and_filesystem():
+    """One per CPU this process may use, at most 4, at most 2 on btrfs: pinned to one CPU, one."""
+    cpus = len(os.sched_getaffinity(0))
+    assert _parallel.default_workers('xfs') == min(4, cpus)
+    assert _parallel.default_workers('btrfs') == min(2, cpus)
+    code = 'import os, sys; sys.path.insert(0, sys.argv[1]); os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); ' \
+        'from ansible_collections.fslinks.snapshots.plugins.module_utils import _parallel; ' \
+        'print(_parallel.default_workers("xfs"))'
+    out = subprocess.run([sys.executable, '-c', code, str(COLLECTIONS)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == '1'
