@@ -45,6 +45,13 @@ def _ratio(a, b):
     return a['median'] / b['median']
 
 
+def _durable(a, b):
+    """Context for a ratio: both times including a flush (ours syncs before publishing; cp does not)."""
+    if a is None or b is None or not b.get('median_with_sync'):
+        return ''
+    return '; incl. syncfs for both: %.2fx' % (a['median_with_sync'] / b['median_with_sync'])
+
+
 def _net_rss(data, entry):
     return max(0.0, entry['maxrss_kb_median'] - data['meta'].get('baseline_rss_kb', 0))
 
@@ -70,15 +77,17 @@ def targets(data):
         where = '%s, %d files, steady' % (fs, big)
         r = _ratio(hl, _get(data, fs, big, 'steady', 'rsync'))
         add('hardlink <= 0.30x rsync --link-dest', where, r, 0.30, 'x', r is not None and r <= 0.30)
-        r = _ratio(hl, _get(data, fs, big, 'steady', 'cp-al'))
-        add('hardlink <= 1.15x cp -al', where, r, 1.15, 'x', r is not None and r <= 1.15)
+        cpal = _get(data, fs, big, 'steady', 'cp-al')
+        r = _ratio(hl, cpal)
+        add('hardlink <= 1.15x cp -al', where + _durable(hl, cpal), r, 1.15, 'x', r is not None and r <= 1.15)
     for fs in ('xfs', 'btrfs'):
         rl = _get(data, fs, big, 'steady', 'engine:reflink')
         if rl is None:
             continue
-        r = _ratio(rl, _get(data, fs, big, 'steady', 'cp-reflink'))
-        add('reflink <= 0.90x cp -a --reflink=always', '%s, %d files, steady' % (fs, big), r, 0.90, 'x',
-            r is not None and r <= 0.90)
+        cpr = _get(data, fs, big, 'steady', 'cp-reflink')
+        r = _ratio(rl, cpr)
+        add('reflink <= 0.90x cp -a --reflink=always', '%s, %d files, steady%s' % (fs, big, _durable(rl, cpr)), r, 0.90,
+            'x', r is not None and r <= 0.90)
     worst = None
     for n in sizes:
         e = _get(data, 'btrfs', n, 'steady', 'engine:btrfs')
