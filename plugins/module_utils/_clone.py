@@ -14,7 +14,7 @@ import os
 import stat
 import time
 
-from . import _ioctl, _parallel
+from . import _ioctl
 from ._errors import BadInput, Changed, CrossDevice, LinkError, NotSupported, from_oserror
 from ._extents import extents_equal
 from ._tree import (
@@ -245,6 +245,9 @@ class TreeCopier(object):
 
     def _walk_parallel(self, src_fd, dst_fd):
         """The same walk in self.workers processes (see _parallel)."""
+        # Imported here: reflink_copy and link_facts never walk in parallel
+        # and need not load sockets, pickle and ctypes (~20 ms a module run).
+        from . import _parallel     # pylint: disable=import-outside-toplevel
         scratch_fd, claims = self.scratch_fd, self.scratch_name
         os.mkdir(claims, 0o700, dir_fd=scratch_fd)
         try:
@@ -256,12 +259,21 @@ class TreeCopier(object):
                 for key, value in stats.items():
                     self.stats[key] += value - base[key]
                 self.changes += worker_changes - changes
-        finally:
-            self._pool = None
+        except BaseException:
+            self._drop_claims(quietly=True)     # never mask the run's own error
+            raise
+        self._drop_claims()
+
+    def _drop_claims(self, quietly=False):
+        self._pool = None
+        try:
             if self._claims_fd is not None:
                 os.close(self._claims_fd)
                 self._claims_fd = None
-            remove_tree_at(scratch_fd, os.fsencode(claims))
+            remove_tree_at(self.scratch_fd, os.fsencode(self.scratch_name))
+        except OSError:
+            if not quietly:
+                raise       # a leftover the next run removes; the caller discards this one
 
     def run_job(self, rel, fds):
         """In a worker process: walk the directory whose fds the pool sent."""
@@ -586,6 +598,16 @@ class TreeCopier(object):
             return
         except FileExistsError:
             pass
+        except OSError as exc:
+            if exc.errno != errno.EMLINK or prev_fd is None:
+                raise
+            # Linked from the previous snapshot to an inode at its link limit:
+            # make this name a copy of its own, which can be claimed.
+            os.unlink(name, dir_fd=dst_fd)
+            self.stats.update(before)
+            self.changes = changes
+            self._claimed_file(src_fd, dst_fd, None, name, path, st)
+            return
         self.stats.update(before)       # counted as a later name, not as data
         self.stats['hardlinks'] += 1
         self.changes = changes + 1

@@ -175,6 +175,9 @@ class Pool(object):
         idle = list(range(self.workers))
         busy = set()
         by_fd = dict((sock.fileno(), i) for i, sock in enumerate(self._socks))
+        poller = select.poll()      # not select(): fds above 1023 are possible in a busy caller
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
         try:
             while True:
                 while queue and idle:
@@ -188,10 +191,9 @@ class Pool(object):
                 self._hungry[0] = max(0, min(255, len(idle) - len(queue)))
                 if not busy:
                     return
-                ready, _w, _x = select.select([self._socks[i] for i in busy], [], [])
-                for sock in ready:
-                    i = by_fd[sock.fileno()]
-                    msg, fds = _recv(sock)
+                for fd, _event in poller.poll():
+                    i = by_fd[fd]
+                    msg, fds = _recv(self._socks[i])
                     if msg is None:
                         raise WorkerDied('a snapshot worker process died unexpectedly', None, None)
                     if msg[0] == 'job':
