@@ -364,9 +364,10 @@ def run(req, state='present', dry_run=False, now=None, report=None):
         if not dry_run:
             lock = Lock(dest_fd, req.dest, req.lock_timeout)
             for name in leftovers(dest_fd):
-                if lstat_at(dest_fd, name) is None:      # went with another leftover
-                    continue
-                _guarded(remove_snapshot, req.dest, name, 'remove leftover')(dest_fd, name)
+                # A record may have gone with its NAME.deleting or NAME.partial
+                # just before: removed by this run all the same.
+                if lstat_at(dest_fd, name) is not None:
+                    _guarded(remove_snapshot, req.dest, name, 'remove leftover')(dest_fd, name)
                 result['leftovers_removed'].append(os.path.join(req.dest, name))
                 result['changed'] = True
         existing = list_snapshots(dest_fd)
