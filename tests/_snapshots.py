@@ -1,14 +1,41 @@
 # Copyright: fslinks.snapshots contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Helpers for snapshot tests: a fake clock, looking at a snapshot root, btrfs subvolumes."""
+"""Helpers for snapshot tests: a fake clock, looking at a snapshot root, btrfs subvolumes, the
+engine in a child process."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
+
+COLLECTIONS = Path(__file__).resolve().parents[1] / '.collections'
+
+# The engine in a child process: prints "go" right before run(), then the result.
+RUNNER = r'''
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
+args = json.loads(sys.argv[2])
+req = Request(args.pop('src'), args.pop('dest'), **args)
+print('go', flush=True)
+result = run(req)
+print(json.dumps(result), flush=True)
+'''
+
+
+def start_engine(src, dest, **kw):
+    """Start run() in a child process; returns the Popen once the child is about to run."""
+    args = dict(src=str(src), dest=str(dest), **kw)
+    proc = subprocess.Popen([sys.executable, '-c', RUNNER, str(COLLECTIONS), json.dumps(args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    line = proc.stdout.readline()
+    assert line == b'go\n', (line, proc.stderr.read())
+    return proc
 
 NAME_RE = re.compile(r'\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{6}Z(-[2-9]|-[1-9][0-9]+)?\Z')
 LOCK_NAME = '.fslinks-snapshot.lock'

@@ -5,7 +5,6 @@ one: same trees, same counts, hard links kept across workers, no worker left aft
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,24 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from _snapshots import latest, leftovers, snapshots
+from _snapshots import COLLECTIONS, latest, leftovers, snapshots, start_engine
 from _trees import assert_same_tree, link_groups, make_hostile_tree, make_many_files
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _parallel
 from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import BadInput
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
 
-COLLECTIONS = Path(__file__).resolve().parents[2] / '.collections'
-
-RUNNER = r'''
-import json, sys
-sys.path.insert(0, sys.argv[1])
-from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
-args = json.loads(sys.argv[2])
-req = Request(args.pop('src'), args.pop('dest'), **args)
-print('go', flush=True)
-print(json.dumps(run(req)), flush=True)
-'''
 
 
 def spread_links(root, dirs=24, groups=40):
@@ -109,11 +97,8 @@ def test_no_worker_outlives_a_killed_run(workdir, ext4):
     src = work / 'src'
     make_many_files(src, 6000, size=4096, per_dir=50)
     dest = work / 'snaps'
-    args = dict(src=str(src), dest=str(dest), method='copy', workers=3)
-    proc = subprocess.Popen([sys.executable, '-c', RUNNER, str(COLLECTIONS), json.dumps(args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_engine(src, dest, method='copy', workers=3)
     try:
-        assert proc.stdout.readline() == b'go\n'
         deadline = time.monotonic() + 30
         workers = set()
         while len(workers) < 3 and time.monotonic() < deadline and proc.poll() is None:

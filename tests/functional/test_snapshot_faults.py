@@ -21,36 +21,13 @@ from pathlib import Path
 import pytest
 
 import _ansible
-from _snapshots import LOCK_NAME, Clock, create_subvolume, latest, leftovers, records, snapshots
+from _snapshots import COLLECTIONS, LOCK_NAME, Clock, create_subvolume, latest, leftovers, records, snapshots, start_engine
 from _trees import assert_same_tree, copy_reference, make_many_files, remove_tree, tree_state
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import (
     Busy, LinkError, NoSpace, PermissionDenied)
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
 
-COLLECTIONS = Path(__file__).resolve().parents[2] / '.collections'
-
-# The engine in a child process: prints "go" right before run(), then the result.
-RUNNER = r'''
-import json, sys
-sys.path.insert(0, sys.argv[1])
-from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
-args = json.loads(sys.argv[2])
-req = Request(args.pop('src'), args.pop('dest'), **args)
-print('go', flush=True)
-result = run(req)
-print(json.dumps(result), flush=True)
-'''
-
-
-def start_engine(src, dest, **kw):
-    """Start run() in a child process; returns the Popen once the child is about to run."""
-    args = dict(src=str(src), dest=str(dest), **kw)
-    proc = subprocess.Popen([sys.executable, '-c', RUNNER, str(COLLECTIONS), json.dumps(args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    line = proc.stdout.readline()
-    assert line == b'go\n', (line, proc.stderr.read())
-    return proc
 
 
 def check_root(dest, src, reference=None, allow_leftovers=True):
