@@ -37,6 +37,7 @@ def start_engine(src, dest, **kw):
     assert line == b'go\n', (line, proc.stderr.read())
     return proc
 
+
 NAME_RE = re.compile(r'\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{6}Z(-[2-9]|-[1-9][0-9]+)?\Z')
 LOCK_NAME = '.fslinks-snapshot.lock'
 

@@ -22,7 +22,6 @@ from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import B
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
 
 
-
 def spread_links(root, dirs=24, groups=40):
     """Names of one inode in three different directories, so that different workers meet them."""
     root = Path(root)

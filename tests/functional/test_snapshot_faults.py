@@ -29,7 +29,6 @@ from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import (
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
 
 
-
 def check_root(dest, src, reference=None, allow_leftovers=True):
     """Every published snapshot is a complete copy of the src (reference) and latest, if any,
     points at a published snapshot."""
