@@ -445,7 +445,10 @@ class TreeCopier(object):
         src_fd, dst_fd, prev_fd, rel = frame[0], frame[1], frame[2], frame[3]
         path = join(rel, name)
         try:
-            st = dirent.stat(follow_symlinks=False)
+            # A fresh lstat, not the DirEntry's: a hot pass may have looked at
+            # this entry a while ago, and stat and open must stay adjacent
+            # (a file replaced in between is refused, not copied).
+            st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
         except FileNotFoundError:
             self.stats['changed_during_run'] += 1     # vanished since readdir
             return None
