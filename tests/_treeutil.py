@@ -324,9 +324,9 @@ def run_tasks(tasks, check=False, timeout=600):
 _NOBODY_SCRIPT = r'''
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from ansible_collections.fslinks.snapshots.plugins.module_utils import _clone, _errors
+from ansible_collections.fslinks.snapshots.plugins.module_utils import _errors, _reflink_copy
 try:
-    res = _clone.reflink_copy(sys.argv[2], sys.argv[3])
+    res = _reflink_copy.reflink_copy(sys.argv[2], sys.argv[3])
     print(json.dumps({'ok': True, 'result': {k: v for k, v in res.items() if k != 'stats'}}))
 except BaseException as e:
     print(json.dumps({'ok': False, 'cls': type(e).__name__,

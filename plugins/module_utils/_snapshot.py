@@ -23,7 +23,9 @@ import stat
 import time
 
 from . import _ioctl, _parallel, _retention
-from ._clone import DataCopier, TreeCopier, _first_regular_file, new_stats
+from ._fresh import FreshTree
+from ._transfer import DataCopier, first_regular_file
+from ._walk import new_stats
 from ._errors import BadInput, Busy, LinkError, NotSupported, from_oserror
 from ._mounts import mount_of, read_mounts, reflink_capable
 from ._tree import (
@@ -36,7 +38,7 @@ LATEST = 'latest'
 PARTIAL = '.partial'
 DELETING = '.deleting'
 MAX_WORKERS = 64
-LINKS = '.links'        # a parallel run's claims on multiply-linked inodes (see _clone)
+LINKS = '.links'        # a parallel run's claims on multiply-linked inodes (see _fresh)
 
 
 class Request(object):
@@ -259,7 +261,7 @@ def _can_clone(src_fd, dest_fd, dest_info, strict, where):
     """Prove cloning by doing it: one src file into an anonymous file in
     dest.  ``strict`` raises the kernel's reason instead of answering no."""
     copier = DataCopier('always')
-    probe = _first_regular_file(src_fd)
+    probe = first_regular_file(src_fd)
     if probe is None:        # nothing to clone: ask the mount table
         ok = reflink_capable(dest_info['mount'])
         if strict and ok is False:
@@ -343,9 +345,18 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+
 def run(req, state='present', dry_run=False, now=None, report=None):
     """Make a snapshot (state=present) and prune, or only prune (pruned).
-    Returns the result dict of hardlink_snapshot."""
+    Returns the result dict of hardlink_snapshot.  Every failure is a
+    LinkError naming its path, never a bare OSError."""
+    try:
+        return _run(req, state, dry_run, now, report)
+    except OSError as exc:
+        raise from_oserror(exc, exc.filename if isinstance(exc.filename, str) else req.dest, 'snapshot')
+
+
+def _run(req, state, dry_run, now, report):
     started = time.monotonic()
     now = now or _now()
     result = {'changed': False, 'snapshot': None, 'method': None, 'stats': new_stats(),
@@ -501,7 +512,7 @@ def _plan_new_root(req, state, now, report, validate_only=False):
             method, reason = choose_method(req, src_fd, parent_fd, parent)
             if validate_only:
                 return None
-            tree = _copier(req, method, src_fd, parent_fd, None, dry_run=True, report=report)
+            tree = _copier(req, method, src_fd, parent_fd, dry_run=True, report=report)
             if method != 'btrfs':
                 tree.copy_tree(src_fd, None)
         finally:
@@ -512,15 +523,14 @@ def _plan_new_root(req, state, now, report, validate_only=False):
             'reason': reason, 'stats': tree.stats, 'kept': [os.path.join(req.dest, name)]}
 
 
-def _copier(req, method, src_fd, dest_fd, prev_fd, dry_run, report):
-    """The TreeCopier of a method, having learnt whether src clones into dest."""
+def _copier(req, method, src_fd, dest_fd, dry_run, report, **options):
+    """The FreshTree of a method, having learnt whether src clones into dest.
+    ``options``: FreshTree's link_from, link_from_xattrs, workers, scratch."""
     # A forced reflink clones every file or fails; chosen by auto, a file
     # that cannot be cloned (btrfs nodatacow) is copied instead.
     policy = {'hardlink': 'auto', 'copy': 'never'}.get(method, 'always' if req.method == 'reflink' else 'auto')
-    tree = TreeCopier(policy, PRESERVE_ALL, fresh=True,
-                      link_from=prev_fd if method == 'hardlink' else None,
-                      excluder=req.excluder, one_fs=req.one_file_system, dry_run=dry_run, report=report)
-    tree.dest_dev = os.fstat(dest_fd).st_dev
+    tree = FreshTree(policy, PRESERVE_ALL, excluder=req.excluder, one_fs=req.one_file_system, dry_run=dry_run,
+                     report=report, dest_dev=os.fstat(dest_fd).st_dev, **options)
     if method != 'btrfs':
         tree.copier.probe_tree(src_fd, dest_fd, req.dest)
     return tree
@@ -535,12 +545,16 @@ def _make(req, dest_fd, existing, name, dry_run, report, result):
     try:
         method, reason = choose_method(req, src_fd, dest_fd, req.dest)
         result['method'], result['reason'] = method, reason
+        options = {}
         if method == 'hardlink' and existing:
             prev_fd = open_dir_at(dest_fd, existing[-1])
-        tree = _copier(req, method, src_fd, dest_fd, prev_fd, dry_run, report)
-        if prev_fd is not None:
             prev_record = read_record(dest_fd, existing[-1]) or {}
-            tree.link_from_xattrs = (prev_record.get('stats') or {}).get('xattr_files') != 0
+            options.update(link_from=prev_fd,
+                           link_from_xattrs=(prev_record.get('stats') or {}).get('xattr_files') != 0)
+        if not dry_run and method != 'btrfs':
+            options.update(scratch=(dest_fd, name + LINKS), workers=req.workers or _parallel.default_workers(
+                _fs_info(req.dest, dest_fd, read_mounts())['fstype']))
+        tree = _copier(req, method, src_fd, dest_fd, dry_run, report, **options)
         result['stats'] = tree.stats
         if dry_run:
             if method != 'btrfs':
@@ -554,9 +568,6 @@ def _make(req, dest_fd, existing, name, dry_run, report, result):
                 part_fd = open_dir_at(dest_fd, partial)
                 try:
                     reset_new_dir(part_fd)
-                    tree.workers = req.workers or _parallel.default_workers(
-                        _fs_info(req.dest, dest_fd, read_mounts())['fstype'])
-                    tree.scratch_fd, tree.scratch_name = dest_fd, name + LINKS
                     tree.copy_tree(src_fd, part_fd)
                 finally:
                     os.close(part_fd)

@@ -14,6 +14,7 @@ import os
 import re
 import resource
 import stat
+import time
 
 from ._errors import LinkError, from_oserror
 
@@ -235,6 +236,18 @@ def meta_at(dfd, name, st, with_xattrs):
     """Meta of dfd/name for entries we do not open (dirs are read via fd)."""
     xattrs = read_xattrs(proc_path(dfd, name), follow=False) if with_xattrs else None
     return Meta(st, xattrs)
+
+
+def temp_name(name):
+    """A hidden name next to ``name`` for write-then-rename."""
+    return b'.%s.fslinks-%d-%d.tmp' % (name[:200], os.getpid(), time.monotonic_ns() % 1000000007)
+
+
+def unlink_quietly(dfd, name):
+    try:
+        os.unlink(name, dir_fd=dfd)
+    except OSError:
+        pass
 
 
 def syncfs(fd):

@@ -173,7 +173,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fslinks.snapshots.plugins.module_utils._clone import reflink_copy
+from ansible_collections.fslinks.snapshots.plugins.module_utils._reflink_copy import reflink_copy
 from ansible_collections.fslinks.snapshots.plugins.module_utils._diff import DiffRecorder
 from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import LinkError
 

@@ -1,6 +1,6 @@
 # Copyright: fslinks.snapshots contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The clone engine (module_utils/_clone.py) on real loop filesystems, called directly.
+"""The clone engine (module_utils/_reflink_copy.py and the walker it drives) on real loop filesystems, called directly.
 
 Sharing is always checked independently of the engine's own report: FIEMAP extents
 (extents_equal / shared_bytes), filefrag's 'shared' flag, cmp, and rsync -aHAX --checksum
@@ -26,7 +26,7 @@ from _treeutil import (
 )
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _errors, _facts
-from ansible_collections.fslinks.snapshots.plugins.module_utils._clone import reflink_copy
+from ansible_collections.fslinks.snapshots.plugins.module_utils._reflink_copy import reflink_copy
 
 pytestmark = pytest.mark.loopfs
 

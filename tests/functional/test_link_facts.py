@@ -16,7 +16,7 @@ from _ansible import run_adhoc, run_playbook
 from _treeutil import data, filefrag_shared, run_tasks, write
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _facts, _mounts
-from ansible_collections.fslinks.snapshots.plugins.module_utils._clone import reflink_copy
+from ansible_collections.fslinks.snapshots.plugins.module_utils._reflink_copy import reflink_copy
 
 pytestmark = [pytest.mark.loopfs]
 

@@ -25,7 +25,7 @@ from _faults import TALLY
 from _trees import tree_state
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _retention
-from ansible_collections.fslinks.snapshots.plugins.module_utils._clone import reflink_copy
+from ansible_collections.fslinks.snapshots.plugins.module_utils._reflink_copy import reflink_copy
 from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import LinkError
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import METHODS, Request, run
 

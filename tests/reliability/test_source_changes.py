@@ -29,7 +29,7 @@ import _faults
 from _faults import TALLY, Job, freeze, latest, partials, snapshot_names
 from _trees import tree_state
 
-from ansible_collections.fslinks.snapshots.plugins.module_utils import _clone
+from ansible_collections.fslinks.snapshots.plugins.module_utils import _walk
 from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import LinkError
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
 
@@ -257,26 +257,26 @@ def _run_with_hook(monkeypatch, work, src, method, where, hook):
     """A snapshot of SRC where HOOK(src_fd, name) runs right before the engine opens the
     entry NAME (WHERE: 'file' or 'dir')."""
     if where == 'file':
-        orig = _clone.TreeCopier._open_src
+        orig = _walk.Walker._open_src
 
         def patched(self, src_fd, name, st, path):
             hook(src_fd, name)
             return orig(self, src_fd, name, st, path)
-        monkeypatch.setattr(_clone.TreeCopier, '_open_src', patched)
+        monkeypatch.setattr(_walk.Walker, '_open_src', patched)
     elif where == 'symlink':
-        orig_link = _clone.TreeCopier._symlink
+        orig_link = _walk.Walker._symlink
 
         def patched_link(self, src_fd, dst_fd, name, path, st):
             hook(src_fd, name)
             return orig_link(self, src_fd, dst_fd, name, path, st)
-        monkeypatch.setattr(_clone.TreeCopier, '_symlink', patched_link)
+        monkeypatch.setattr(_walk.Walker, '_symlink', patched_link)
     else:
-        orig_dir = _clone.TreeCopier._dir
+        orig_dir = _walk.Walker._dir
 
         def patched_dir(self, src_fd, dst_fd, prev_fd, name, path, st):
             hook(src_fd, name)
             return orig_dir(self, src_fd, dst_fd, prev_fd, name, path, st)
-        monkeypatch.setattr(_clone.TreeCopier, '_dir', patched_dir)
+        monkeypatch.setattr(_walk.Walker, '_dir', patched_dir)
     dest = work / ('snaps-' + method)
     try:
         return run(Request(str(src), str(dest), method=method)), dest

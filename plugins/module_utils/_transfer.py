@@ -1,0 +1,175 @@
+# Copyright: (c) 2026, fslinks.snapshots contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Moving one file's data: a reflink (FICLONE) where the policy and the
+filesystems allow it, else a sparse copy in the kernel (sendfile)."""
+
+import errno
+import fcntl
+import os
+
+from . import _ioctl
+from ._errors import BadInput, CrossDevice, NotSupported, from_oserror
+from ._tree import DIR_FLAGS, FILE_FLAGS, display
+
+POLICIES = ('always', 'auto', 'never')
+_FS_LEVEL_ERRORS = (NotSupported, CrossDevice)
+_SENDFILE_MAX = 0x7ffff000
+
+
+def _data_regions(fd, size):
+    """(start, end) of each stretch of fd's first ``size`` bytes that holds
+    data, holes skipped (SEEK_DATA/SEEK_HOLE; the whole file where the
+    filesystem cannot tell)."""
+    pos = 0
+    while pos < size:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+            hole = os.lseek(fd, data, os.SEEK_HOLE)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:        # only a hole is left
+                return
+            if exc.errno != errno.EINVAL:        # EINVAL: no SEEK_DATA here
+                raise
+            data, hole = pos, size
+        hole = min(hole, size)
+        yield data, hole
+        pos = hole
+
+
+def data_bytes(fd, size):
+    """The bytes a sparse copy of fd would write (what a dry run reports)."""
+    return sum(max(0, end - start) for start, end in _data_regions(fd, size))
+
+
+def copy_sparse(src_fd, dst_fd, size):
+    """Copy data without sharing it, keeping holes as holes.  sendfile does
+    the copy in the kernel and, unlike copy_file_range, never reflinks."""
+    copied = 0
+    for data, hole in _data_regions(src_fd, size):
+        os.lseek(dst_fd, data, os.SEEK_SET)
+        offset = data
+        while offset < hole:
+            sent = os.sendfile(dst_fd, src_fd, offset, min(hole - offset, _SENDFILE_MAX))
+            if sent == 0:                        # src shrank under us
+                break
+            offset += sent
+        copied += max(0, offset - data)
+        if offset < hole:
+            break
+    os.ftruncate(dst_fd, size)
+    return copied
+
+
+def check_policy(policy):
+    if policy not in POLICIES:
+        raise BadInput('reflink must be one of %s, not %r' % (', '.join(POLICIES), policy))
+    return policy
+
+
+class DataCopier(object):
+    """Moves one file's data with a policy, remembering per device pair that
+    the kernel said "no reflink here" so that it asks only once."""
+
+    def __init__(self, policy):
+        self.policy = check_policy(policy)
+        self._no_clone = {}
+
+    def predict(self, src_dev, dst_dev):
+        """'reflink' or 'copy', as far as we know without trying."""
+        if self.policy == 'never' or (src_dev, dst_dev) in self._no_clone:
+            return 'copy'
+        return 'reflink'
+
+    def transfer(self, src_fd, dst_fd, size, src_dev, dst_dev, path):
+        """Returns ('reflink'|'copy', bytes).  ``path`` (bytes) is only
+        decoded for an error message: this runs once per file."""
+        if self.policy != 'never' and (src_dev, dst_dev) not in self._no_clone:
+            try:
+                fcntl.ioctl(dst_fd, _ioctl.FICLONE, src_fd)
+                return 'reflink', size
+            except OSError as err:
+                exc = from_oserror(err, display(path), 'reflink', _ioctl.REFLINK_UNSUPPORTED)
+                if not isinstance(exc, _FS_LEVEL_ERRORS):
+                    raise exc
+                if self.policy == 'always':
+                    if exc.errno == errno.EINVAL:
+                        raise NotSupported('reflink: %s: this file cannot be cloned (on btrfs: a nodatacow file, '
+                                           'chattr +C); reflink=auto would copy it' % display(path),
+                                           display(path), exc.errno)
+                    raise type(exc)('reflink: %s: %s' % (display(path), _reason(exc)), display(path), exc.errno)
+                # EINVAL can be per file (btrfs nodatacow); the others are
+                # properties of the filesystem pair.
+                if exc.errno != errno.EINVAL:
+                    self._no_clone[(src_dev, dst_dev)] = exc
+        return 'copy', copy_sparse(src_fd, dst_fd, size)
+
+    def probe_tree(self, src_root_fd, dest_dir_fd, where):
+        """probe() with some regular file of the tree, if it has one."""
+        fd = first_regular_file(src_root_fd)
+        if fd is not None:
+            try:
+                self.probe(fd, dest_dir_fd, where)
+            finally:
+                os.close(fd)
+
+    def probe(self, src_fd, dest_dir_fd, where):
+        """Clone src into an anonymous O_TMPFILE in dest's directory, before
+        anything is created: reflink=always fails early with nothing left
+        behind, auto learns to copy straight away.  Returns True (clones),
+        False (cannot) or None: could not probe (no O_TMPFILE, read-only...),
+        and the real run will tell."""
+        if self.policy == 'never':
+            return None
+        key = (os.fstat(src_fd).st_dev, os.fstat(dest_dir_fd).st_dev)
+        try:
+            tmp = os.open('.', os.O_RDWR | os.O_CLOEXEC | os.O_TMPFILE, 0o600, dir_fd=dest_dir_fd)
+        except OSError:
+            return None
+        try:
+            _ioctl.clone_file(src_fd, tmp, where)
+            return True
+        except _FS_LEVEL_ERRORS as exc:
+            if self.policy == 'always':
+                raise type(exc)('reflink: %s: %s' % (where, _reason(exc)), where, exc.errno)
+            if exc.errno != errno.EINVAL:
+                self._no_clone[key] = exc
+            return False
+        finally:
+            os.close(tmp)
+
+
+def _reason(exc):
+    if isinstance(exc, CrossDevice):
+        return 'src and dest are on different filesystems'
+    return _ioctl.REFLINK_UNSUPPORTED
+
+
+
+def first_regular_file(root_fd, limit=10000):
+    """An open fd of some regular file under root_fd (for probing), or None.
+    Looks at no more than ``limit`` entries."""
+    queue = [root_fd]
+    seen = 0
+    opened = []
+    try:
+        while queue and seen < limit:
+            dfd = queue.pop(0)
+            with os.scandir(dfd) as it:
+                for entry in it:
+                    seen += 1
+                    if entry.is_file(follow_symlinks=False):
+                        try:
+                            return os.open(entry.name, FILE_FLAGS, dir_fd=dfd)
+                        except OSError:
+                            continue
+                    if entry.is_dir(follow_symlinks=False) and len(opened) < 64:
+                        try:
+                            fd = os.open(entry.name, DIR_FLAGS, dir_fd=dfd)
+                        except OSError:
+                            continue
+                        opened.append(fd)
+                        queue.append(fd)
+        return None
+    finally:
+        for fd in opened:
+            os.close(fd)
