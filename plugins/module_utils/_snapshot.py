@@ -345,18 +345,31 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+def _iso(when):
+    """ISO 8601 UTC, to the second (a naive datetime is taken to be UTC)."""
+    if when.tzinfo is not None:
+        when = when.astimezone(datetime.timezone.utc)
+    return when.strftime('%Y-%m-%dT%H:%M:%SZ')
 
-def run(req, state='present', dry_run=False, now=None, report=None):
+
+GUARD = 'guard'     # a record's purpose: made by a restore, before it changed the live tree
+
+
+def run(req, state='present', dry_run=False, now=None, report=None, purpose=None, lock_held=False):
     """Make a snapshot (state=present) and prune, or only prune (pruned).
     Returns the result dict of hardlink_snapshot.  Every failure is a
-    LinkError naming its path, never a bare OSError."""
+    LinkError naming its path, never a bare OSError.
+
+    ``purpose`` goes into the snapshot's record (GUARD: made by a restore
+    before it changed the live tree); ``lock_held``: the caller holds the
+    root's Lock already (a restore), so this run does not take it."""
     try:
-        return _run(req, state, dry_run, now, report)
+        return _run(req, state, dry_run, now, report, purpose, lock_held)
     except OSError as exc:
         raise from_oserror(exc, exc.filename if isinstance(exc.filename, str) else req.dest, 'snapshot')
 
 
-def _run(req, state, dry_run, now, report):
+def _run(req, state, dry_run, now, report, purpose, lock_held):
     started = time.monotonic()
     now = now or _now()
     result = {'changed': False, 'snapshot': None, 'method': None, 'stats': new_stats(),
@@ -373,7 +386,8 @@ def _run(req, state, dry_run, now, report):
     lock = None
     try:
         if not dry_run:
-            lock = Lock(dest_fd, req.dest, req.lock_timeout)
+            if not lock_held:
+                lock = Lock(dest_fd, req.dest, req.lock_timeout)
             for name in leftovers(dest_fd):
                 # A record may have gone with its NAME.deleting or NAME.partial
                 # just before: removed by this run all the same.
@@ -384,7 +398,8 @@ def _run(req, state, dry_run, now, report):
         existing = list_snapshots(dest_fd)
         if state == 'present':
             name = _retention.next_snapshot_name(existing, now)
-            made = _make(req, dest_fd, existing, name, dry_run, report, result)
+            about = {'created': _iso(now), 'purpose': purpose}
+            made = _make(req, dest_fd, existing, name, dry_run, report, result, about)
             existing = existing + [name] if (made or dry_run) else existing
             result['changed'] = True
             result['snapshot'] = os.path.join(req.dest, name)
@@ -491,6 +506,12 @@ def _open_dest(req, create):
     return _open_top(req, req.dest)
 
 
+def open_root(path, nofollow=False):
+    """Open an existing snapshot root; ``nofollow``: no component may be a
+    symlink (a scheduled job's root, see _open_top)."""
+    return open_dir_nofollow(path) if nofollow else open_dir(path)
+
+
 def _open_top(req, path):
     """Open src or dest.  For scheduled jobs (root_tag) no component may be a
     symlink, checked by the very opens (O_NOFOLLOW from /), so that a user
@@ -536,8 +557,9 @@ def _copier(req, method, src_fd, dest_fd, dry_run, report, **options):
     return tree
 
 
-def _make(req, dest_fd, existing, name, dry_run, report, result):
-    """Build NAME.partial, sync, publish as NAME, point latest at it."""
+def _make(req, dest_fd, existing, name, dry_run, report, result, about):
+    """Build NAME.partial, sync, publish as NAME, point latest at it.
+    ``about``: more for the record (created, purpose)."""
     started = time.monotonic()
     src_fd = _open_top(req, req.src)
     prev_fd = None
@@ -571,7 +593,7 @@ def _make(req, dest_fd, existing, name, dry_run, report, result):
                     tree.copy_tree(src_fd, part_fd)
                 finally:
                     os.close(part_fd)
-            _record(req, dest_fd, name, method, reason, started, tree.stats, result)
+            _record(req, dest_fd, name, method, reason, started, tree.stats, result, about)
             syncfs(dest_fd)
             os.rename(partial, name, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
         except BaseException as exc:
@@ -592,16 +614,18 @@ def _make(req, dest_fd, existing, name, dry_run, report, result):
             os.close(prev_fd)
 
 
-def _record(req, dest_fd, name, method, reason, started, stats, result):
+def _record(req, dest_fd, name, method, reason, started, stats, result, about):
     """Write NAME.json before NAME is published, so that every published
     snapshot has its record (a record without its snapshot is a leftover).
     It is information: failing to write it is a warning, not a failure."""
     try:
-        write_record(dest_fd, name, {
+        record = {
             'name': name, 'src': req.src, 'method': method, 'reason': reason,
             'exclude': req.exclude, 'one_file_system': req.one_file_system,
             'seconds': round(time.monotonic() - started, 3), 'stats': stats,
-        })
+        }
+        record.update((k, v) for k, v in about.items() if v is not None)
+        write_record(dest_fd, name, record)
     except OSError as exc:
         result.setdefault('warnings', []).append(
             'could not write the record of %s: %s' % (os.path.join(req.dest, name), exc.strerror))

@@ -243,6 +243,26 @@ def temp_name(name):
     return b'.%s.fslinks-%d-%d.tmp' % (name[:200], os.getpid(), time.monotonic_ns() % 1000000007)
 
 
+_TEMP_NAME = re.compile(br'\A\..*\.fslinks-([0-9]+)-[0-9]+\.tmp\Z', re.S)
+
+
+def is_stale_temp(name):
+    """True for a temp_name() of a process that is gone (a killed run's leftover)."""
+    found = _TEMP_NAME.match(name)
+    if found is None:
+        return False
+    pid = int(found.group(1))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
 def unlink_quietly(dfd, name):
     try:
         os.unlink(name, dir_fd=dfd)

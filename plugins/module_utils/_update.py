@@ -8,7 +8,9 @@ whose data is already src's (same size and ns mtime, or every extent
 shared: FIEMAP, never reading data) only gets its metadata fixed; any other
 change is written under a hidden temporary name and renamed over the old
 one, so a reader sees the old file or the new one, never half of either.
-Nothing in dest is deleted.
+Nothing in dest is deleted, except with ``mirror`` (rsync --delete): what
+src does not have, excluded names aside; and the temporary files of a
+killed run of ours.
 """
 
 import errno
@@ -17,18 +19,81 @@ import stat
 
 from ._errors import BadInput
 from ._extents import extents_equal
-from ._tree import apply_meta_fd, display, lstat_at, meta_at
+from ._tree import (
+    PRESERVE_ALL, Meta, apply_meta_fd, display, is_stale_temp, join, lstat_at, meta_at, remove_tree_at, temp_name,
+)
 from ._walk import Walker
 
 
 class UpdateTree(Walker):
-    """Walker options; dest exists (the root directory, or a file's parent)."""
+    """Walker options, plus ``mirror``: delete what src does not have.
+    dest exists (the root directory, or a file's parent).  ``deleted``
+    counts what mirror removed (or would, in a dry run)."""
+
+    def __init__(self, policy='auto', preserve=PRESERVE_ALL, excluder=None, one_fs=False,
+                 dry_run=False, report=None, dest_dev=None, base=b'', mirror=False):
+        Walker.__init__(self, policy, preserve, excluder, one_fs, dry_run, report, dest_dev, base)
+        self.mirror = mirror
+        self.deleted = 0
 
     def _root_existed(self):
         return True
 
+    def _plain_files(self, frame, entries):
+        if frame.dst is not None:
+            self._sweep(frame, set(os.fsencode(e.name) for e in entries))
+        return entries
+
+    def _sweep(self, frame, src_names):
+        """Remove our own temporary files left by a killed run and, with
+        mirror, every entry src lacks, before the directory is filled."""
+        with os.scandir(frame.dst) as it:
+            names = sorted(os.fsencode(e.name) for e in it)
+        dir_dev = None
+        for name in names:
+            if name in src_names:
+                continue
+            if is_stale_temp(name):
+                if not self.dry_run:
+                    remove_tree_at(frame.dst, name)
+                continue
+            if not self.mirror:
+                continue
+            st = lstat_at(frame.dst, name)
+            path = join(frame.rel, name)
+            if st is None or self.excluder and self.excluder.excluded(path, name, stat.S_ISDIR(st.st_mode)):
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                dir_dev = dir_dev or os.fstat(frame.dst).st_dev
+                if st.st_dev != dir_dev:
+                    raise BadInput('%s: another filesystem is mounted there; mirror will not delete it'
+                                   % display(path), display(path), errno.EXDEV)
+            self.deleted += 1
+            self._report(path, 'delete', None, Meta(st))
+            if self.dry_run:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                # Out of the way first, so that no reader sees a half-deleted
+                # directory under its name; a leftover is swept next time.
+                doomed = temp_name(name)
+                os.rename(name, doomed, src_dir_fd=frame.dst, dst_dir_fd=frame.dst)
+                remove_tree_at(frame.dst, doomed)
+            else:
+                os.unlink(name, dir_fd=frame.dst)
+
     def _existing(self, dst_fd, name):
         return lstat_at(dst_fd, name) if dst_fd is not None else None
+
+    def _dir(self, src_fd, dst_fd, prev_fd, name, path, st):
+        if self.mirror and dst_fd is not None:
+            existing = self._existing(dst_fd, name)
+            if existing is not None and stat.S_ISDIR(existing.st_mode) and \
+                    existing.st_dev != os.fstat(dst_fd).st_dev:
+                # Another filesystem is mounted there: mirroring into it would
+                # delete what it holds (a snapshot keeps a mount point empty).
+                self.stats['dirs'] += 1
+                return None
+        return Walker._dir(self, src_fd, dst_fd, prev_fd, name, path, st)
 
     def _file_data(self, src_fd, dst_fd, prev_fd, name, path, st, dname):
         existing = self._existing(dst_fd, dname)
