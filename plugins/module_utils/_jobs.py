@@ -20,17 +20,13 @@ import sys
 import tempfile
 import time
 
-from . import _retention, _snapshot
+from . import _options, _retention, _snapshot
 from ._errors import BadInput, Busy, LinkError
 
 CONFIG_DIR = '/etc/fslinks-snapshots'
-JOB_NAME = re.compile(r'\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z')
+JOB_NAME = _options.JOB_NAME
 EX_OK, EX_FAIL, EX_STALE, EX_USAGE, EX_BUSY = 0, 1, 2, 64, 75   # 75: EX_TEMPFAIL, as lock holders
-JOB_KEYS = {
-    'name': str, 'src': str, 'dest': str, 'method': str, 'keep': dict, 'exclude': list,
-    'one_file_system': bool, 'lock_timeout': int, 'max_age': int, 'metrics_dir': str,
-    'schedule': str, 'workers': int,
-}
+JOB_KEYS = _options.JOB_KEYS
 METRIC = 'fslinks_snapshot_'
 
 
@@ -39,32 +35,11 @@ def validate_job(cfg):
     the job and the key, since they end up in an Ansible task's output."""
     if not isinstance(cfg, dict):
         raise BadInput('job config must be a JSON object')
-    name = cfg.get('name')
-    if not isinstance(name, str) or not JOB_NAME.match(name):
-        raise BadInput('job name %r must be 1-64 letters, digits, "_", "-" or "." (not starting with a sign)' % (name,))
-    for key, value in cfg.items():
+    name = _options.BY_NAME['name'].settle(cfg.get('name'))
+    for key in cfg:
         if key not in JOB_KEYS:
             raise BadInput('job %s: unknown key %r (known: %s)' % (name, key, ', '.join(sorted(JOB_KEYS))))
-        kind = JOB_KEYS[key]
-        if value is not None and not (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):
-            raise BadInput('job %s: %s must be a %s, got %r' % (name, key, kind.__name__, value))
-    for key in ('src', 'dest'):
-        if not cfg.get(key) or not os.path.isabs(cfg[key]) or '\0' in cfg[key]:
-            raise BadInput('job %s: %s must be an absolute path without NUL bytes, got %r' % (name, key, cfg.get(key)))
-    out = dict(method='auto', keep={}, exclude=[], one_file_system=True, lock_timeout=0,
-               max_age=2 * 86400, metrics_dir=None, schedule=None, workers=0)
-    out.update((k, v) for k, v in cfg.items() if v is not None)
-    if out['method'] not in _snapshot.METHODS:
-        raise BadInput('job %s: method must be one of %s, not %r' % (name, ', '.join(_snapshot.METHODS), out['method']))
-    try:
-        out['keep'] = _retention.parse_keep(out['keep'])
-        _snapshot.Excluder(out['exclude'])
-    except ValueError as exc:
-        raise BadInput('job %s: %s' % (name, exc))
-    if out['max_age'] <= 0 or out['lock_timeout'] < 0:
-        raise BadInput('job %s: max_age must be > 0 and lock_timeout >= 0' % name)
-    if not 0 <= out['workers'] <= _snapshot.MAX_WORKERS:
-        raise BadInput('job %s: workers must be 0 (automatic) to %d, got %r' % (name, _snapshot.MAX_WORKERS, out['workers']))
+    out = _options.settle(cfg, _options.JOB, 'job %s: ' % name)
     _check_canonical(out)
     return out
 
@@ -90,7 +65,7 @@ def _request(cfg):
     _check_canonical(cfg)
     return _snapshot.Request(cfg['src'], cfg['dest'], method=cfg['method'], keep=cfg['keep'],
                              exclude=cfg['exclude'], one_file_system=cfg['one_file_system'],
-                             lock_timeout=cfg['lock_timeout'], create_dest=False, workers=cfg.get('workers') or 0,
+                             lock_timeout=cfg['lock_timeout'], create_dest=False, workers=cfg['workers'],
                              root_tag='job %s' % cfg['name'])
 
 

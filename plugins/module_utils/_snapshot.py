@@ -22,7 +22,7 @@ import re
 import stat
 import time
 
-from . import _ioctl, _parallel, _retention
+from . import _ioctl, _options, _parallel, _retention
 from ._clone import DataCopier, TreeCopier, _first_regular_file, new_stats
 from ._errors import BadInput, Busy, LinkError, NotSupported, from_oserror
 from ._mounts import mount_of, read_mounts, reflink_capable
@@ -30,12 +30,11 @@ from ._tree import (
     PRESERVE_ALL, Excluder, lstat_at, open_dir, open_dir_at, open_dir_nofollow, remove_tree_at, reset_new_dir, syncfs,
 )
 
-METHODS = ('auto', 'btrfs', 'reflink', 'hardlink', 'copy')
+METHODS, MAX_WORKERS = _options.METHODS, _options.MAX_WORKERS
 LOCK_NAME = '.fslinks-snapshot.lock'
 LATEST = 'latest'
 PARTIAL = '.partial'
 DELETING = '.deleting'
-MAX_WORKERS = 64
 LINKS = '.links'        # a parallel run's claims on multiply-linked inodes (see _clone)
 
 
@@ -44,36 +43,21 @@ class Request(object):
 
     def __init__(self, src, dest, method='auto', keep=None, exclude=(), one_file_system=True,
                  lock_timeout=0, dest_mode=0o700, create_dest=True, root_tag=None, workers=0):
-        for label, path in (('src', src), ('dest', dest)):
-            if not isinstance(path, str) or not path or '\0' in path:
-                raise BadInput('%s must be a non-empty path without NUL bytes, got %r' % (label, path), path)
-            if not os.path.isabs(path):
-                raise BadInput('%s must be an absolute path, got %s' % (label, path), path)
-        if method not in METHODS:
-            raise BadInput('method must be one of %s, not %r' % (', '.join(METHODS), method))
-        try:
-            self.keep = _retention.parse_keep(keep)
-            self.excluder = Excluder(exclude)
-        except ValueError as exc:
-            raise BadInput(str(exc))
-        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) \
-                or not 0 <= lock_timeout < float('inf'):
-            raise BadInput('lock_timeout must be 0 or more seconds, got %r' % (lock_timeout,))
-        if not isinstance(one_file_system, bool):
-            raise BadInput('one_file_system must be true or false, got %r' % (one_file_system,))
-        if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= MAX_WORKERS:
-            raise BadInput('workers must be 0 (automatic) to %d, got %r'
-                           % (MAX_WORKERS, workers))
-        self.workers = workers      # 0: chosen per dest filesystem, see _parallel.default_workers
+        opts = _options.settle(dict(src=src, dest=dest, method=method, keep=keep, exclude=exclude,
+                                    one_file_system=one_file_system, lock_timeout=lock_timeout,
+                                    workers=workers), _options.REQUEST)
+        self.keep = opts['keep']
+        self.excluder = Excluder(opts['exclude'])
+        self.workers = opts['workers']      # 0: chosen per dest filesystem, see _parallel.default_workers
         # The caller's top-level paths are resolved whole ('..', symlinks),
         # so that the inside/outside checks below compare real places.
-        self.src = os.path.realpath(src)
-        self.dest = os.path.realpath(dest)
+        self.src = os.path.realpath(opts['src'])
+        self.dest = os.path.realpath(opts['dest'])
         self.src_given, self.dest_given = src, dest
-        self.method = method
-        self.exclude = list(exclude or ())
-        self.one_file_system = one_file_system
-        self.lock_timeout = lock_timeout
+        self.method = opts['method']
+        self.exclude = opts['exclude']
+        self.one_file_system = opts['one_file_system']
+        self.lock_timeout = opts['lock_timeout']
         self.dest_mode = dest_mode
         # Scheduled jobs pass False: a missing or uninitialized root then
         # means "its disk is not mounted", not "start a new chain on /".
