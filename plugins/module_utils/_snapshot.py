@@ -98,11 +98,22 @@ class Request(object):
 def list_snapshots(dest_fd):
     """Complete snapshots under the root, oldest first (names only)."""
     names = []
-    with os.scandir(dest_fd) as it:
-        for entry in it:
-            if _retention.parse_snapshot_name(entry.name) and entry.is_dir(follow_symlinks=False):
-                names.append(entry.name)
+    try:
+        with os.scandir(dest_fd) as it:
+            for entry in it:
+                if _retention.parse_snapshot_name(entry.name) and entry.is_dir(follow_symlinks=False):
+                    names.append(entry.name)
+    except OSError as exc:
+        raise from_oserror(exc, _fd_path(dest_fd), 'list snapshots')
     return _retention.sort_snapshot_names(names)
+
+
+def _fd_path(fd):
+    """The path of an open directory, for messages (Linux: /proc/self/fd)."""
+    try:
+        return os.readlink('/proc/self/fd/%d' % fd)
+    except OSError:
+        return 'directory fd %d' % fd
 
 
 def leftovers(dest_fd):
@@ -629,12 +640,16 @@ def _delete_excluded(root_fd, excluder):
     return removed
 
 
-def list_snapshots_at(dest):
-    """Snapshot names under a root given by path ([] if it does not exist)."""
+def list_snapshots_at(dest, missing_ok=True):
+    """Snapshot names under a root given by path; [] for a root that does
+    not exist (yet) when ``missing_ok``.  Any other failure (a file, no
+    permission) is a typed error naming the root."""
     try:
         fd = open_dir(dest)
-    except LinkError:
-        return []
+    except LinkError as exc:
+        if missing_ok and exc.errno == errno.ENOENT:
+            return []
+        raise
     try:
         return list_snapshots(fd)
     finally:
