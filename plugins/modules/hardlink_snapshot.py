@@ -221,7 +221,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import LinkError
+from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import failure
 from ansible_collections.fslinks.snapshots.plugins.module_utils._options import argument_spec
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import (
     Request, list_snapshots_at, run,
@@ -240,10 +240,8 @@ def main():
                       workers=p['workers'])
         before = list_snapshots_at(req.dest) if module._diff else None
         result = run(req, state=p['state'], dry_run=module.check_mode)
-    except LinkError as exc:
-        module.fail_json(msg=str(exc), path=exc.path, errno=exc.errno)
-    except OSError as exc:      # not expected: the engine types its errors
-        module.fail_json(msg='%s: %s' % (os.fsdecode(exc.filename or p['dest']), exc.strerror), errno=exc.errno)
+    except Exception as exc:    # the door: every failure is a message naming its path
+        module.fail_json(**failure(exc, p['dest'], 'hardlink_snapshot'))
     if before is not None:
         after = [os.path.basename(k) for k in result['kept']]
         result['diff'] = {'before_header': p['dest'], 'after_header': p['dest'],
