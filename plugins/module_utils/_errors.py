@@ -9,6 +9,7 @@ involved, the errno and a sentence that says what happened.
 
 import errno as _errno
 import os
+import traceback
 
 
 class LinkError(Exception):
@@ -105,8 +106,38 @@ def from_oserror(exc, path, action, not_supported_msg=None):
     if isinstance(exc, LinkError):
         return exc
     code = exc.errno
+    where = action if path is None else '%s: %s' % (action, path)
     if not_supported_msg and code in NOT_SUPPORTED_ERRNOS:
-        return NotSupported('%s: %s: %s' % (action, path, not_supported_msg), path, code)
+        return NotSupported('%s: %s' % (where, not_supported_msg), path, code)
     cls = _CLASS_BY_ERRNO.get(code, LinkError)
     words = _WORDS.get(code) or exc.strerror or os.strerror(code or 0)
-    return cls('%s: %s: %s' % (action, path, words), path, code)
+    return cls('%s: %s' % (where, words), path, code)
+
+
+def at_door(exc, path, action):
+    """The typed error of anything that reached a door (the CLI's main, a
+    module's main), so that every failure is one sentence naming a path:
+    a LinkError as it is; an OSError typed, naming its own file when it
+    has an absolute one, else ``path``; anything else (a bug) named by its
+    repr, which keeps it on one line."""
+    if isinstance(exc, LinkError):
+        return exc
+    if isinstance(exc, OSError):
+        named = exc.filename
+        if isinstance(named, bytes):
+            named = os.fsdecode(named)
+        if not (isinstance(named, str) and os.path.isabs(named)):
+            named = path
+        return from_oserror(exc, named, action)
+    where = action if path is None else '%s: %s' % (action, path)
+    return LinkError('%s: unexpected error %r' % (where, exc), path)
+
+
+def failure(exc, path, action):
+    """fail_json's fields for ``exc`` at a module's door: msg, path and errno
+    always; for a bug, also the traceback (shown with -vvv)."""
+    err = at_door(exc, path, action)
+    fields = {'msg': str(err), 'path': err.path, 'errno': err.errno}
+    if not isinstance(exc, (LinkError, OSError)):
+        fields['exception'] = traceback.format_exc()
+    return fields

@@ -20,17 +20,14 @@ import sys
 import tempfile
 import time
 
-from . import _retention, _snapshot
-from ._errors import BadInput, Busy, LinkError
+from . import _options, _retention, _snapshot
+from ._errors import BadInput, Busy, LinkError, at_door
+from ._tree import display
 
 CONFIG_DIR = '/etc/fslinks-snapshots'
-JOB_NAME = re.compile(r'\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z')
+JOB_NAME = _options.JOB_NAME
 EX_OK, EX_FAIL, EX_STALE, EX_USAGE, EX_BUSY = 0, 1, 2, 64, 75   # 75: EX_TEMPFAIL, as lock holders
-JOB_KEYS = {
-    'name': str, 'src': str, 'dest': str, 'method': str, 'keep': dict, 'exclude': list,
-    'one_file_system': bool, 'lock_timeout': int, 'max_age': int, 'metrics_dir': str,
-    'schedule': str, 'workers': int,
-}
+JOB_KEYS = _options.JOB_KEYS
 METRIC = 'fslinks_snapshot_'
 
 
@@ -39,32 +36,11 @@ def validate_job(cfg):
     the job and the key, since they end up in an Ansible task's output."""
     if not isinstance(cfg, dict):
         raise BadInput('job config must be a JSON object')
-    name = cfg.get('name')
-    if not isinstance(name, str) or not JOB_NAME.match(name):
-        raise BadInput('job name %r must be 1-64 letters, digits, "_", "-" or "." (not starting with a sign)' % (name,))
-    for key, value in cfg.items():
+    name = _options.BY_NAME['name'].settle(cfg.get('name'))
+    for key in cfg:
         if key not in JOB_KEYS:
             raise BadInput('job %s: unknown key %r (known: %s)' % (name, key, ', '.join(sorted(JOB_KEYS))))
-        kind = JOB_KEYS[key]
-        if value is not None and not (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):
-            raise BadInput('job %s: %s must be a %s, got %r' % (name, key, kind.__name__, value))
-    for key in ('src', 'dest'):
-        if not cfg.get(key) or not os.path.isabs(cfg[key]) or '\0' in cfg[key]:
-            raise BadInput('job %s: %s must be an absolute path without NUL bytes, got %r' % (name, key, cfg.get(key)))
-    out = dict(method='auto', keep={}, exclude=[], one_file_system=True, lock_timeout=0,
-               max_age=2 * 86400, metrics_dir=None, schedule=None, workers=0)
-    out.update((k, v) for k, v in cfg.items() if v is not None)
-    if out['method'] not in _snapshot.METHODS:
-        raise BadInput('job %s: method must be one of %s, not %r' % (name, ', '.join(_snapshot.METHODS), out['method']))
-    try:
-        out['keep'] = _retention.parse_keep(out['keep'])
-        _snapshot.Excluder(out['exclude'])
-    except ValueError as exc:
-        raise BadInput('job %s: %s' % (name, exc))
-    if out['max_age'] <= 0 or out['lock_timeout'] < 0:
-        raise BadInput('job %s: max_age must be > 0 and lock_timeout >= 0' % name)
-    if not 0 <= out['workers'] <= _snapshot.MAX_WORKERS:
-        raise BadInput('job %s: workers must be 0 (automatic) to %d, got %r' % (name, _snapshot.MAX_WORKERS, out['workers']))
+    out = _options.settle(cfg, _options.JOB, 'job %s: ' % name)
     _check_canonical(out)
     return out
 
@@ -90,7 +66,7 @@ def _request(cfg):
     _check_canonical(cfg)
     return _snapshot.Request(cfg['src'], cfg['dest'], method=cfg['method'], keep=cfg['keep'],
                              exclude=cfg['exclude'], one_file_system=cfg['one_file_system'],
-                             lock_timeout=cfg['lock_timeout'], create_dest=False, workers=cfg.get('workers') or 0,
+                             lock_timeout=cfg['lock_timeout'], create_dest=False, workers=cfg['workers'],
                              root_tag='job %s' % cfg['name'])
 
 
@@ -116,7 +92,7 @@ def run_job(cfg, state='present', now=None):
         result = _snapshot.run(_request(cfg), state=state, now=now)
     except Busy:
         raise               # the running job will write the metrics; this one did nothing
-    except LinkError as exc:
+    except Exception as exc:    # any failure, typed or not, is reported; main() words it
         _metrics_or_warn(cfg, None, started, exc)
         raise
     _metrics_or_warn(cfg, result, started, None)
@@ -135,7 +111,8 @@ def list_job(cfg):
     """Complete snapshots, oldest first, with their time and size on disk
     left out on purpose (du would read every inode)."""
     out = []
-    for name in _snapshot.list_snapshots_at(cfg['dest']):
+    # A job's root exists once initialized: missing, it is an unmounted disk, not an empty list.
+    for name in _snapshot.list_snapshots_at(cfg['dest'], missing_ok=False):
         when, _seq = _retention.parse_snapshot_name(name)
         out.append({'name': name, 'path': os.path.join(cfg['dest'], name),
                     'time': when.strftime('%Y-%m-%dT%H:%M:%SZ'), 'timestamp': int(_timestamp(when))})
@@ -149,7 +126,12 @@ def _timestamp(when):
 def check_job(cfg, now=None):
     """(ok, message): is the newest complete snapshot young enough?"""
     now = now or time.time()
-    snaps = list_job(cfg)
+    try:
+        snaps = list_job(cfg)
+    except Busy:
+        raise
+    except LinkError as exc:        # no snapshot to be seen: as stale as none, and why
+        return False, 'job %s: %s' % (cfg['name'], exc)
     if not snaps:
         return False, 'job %s: no complete snapshot in %s' % (cfg['name'], cfg['dest'])
     age = now - snaps[-1]['timestamp']
@@ -229,7 +211,11 @@ def write_metrics(cfg, result, started, duration, error):
     if path is None:
         return
     if error is not None and result is None:
-        result = {'kept': [os.path.join(cfg['dest'], n) for n in _snapshot.list_snapshots_at(cfg['dest'])]}
+        try:
+            kept = _snapshot.list_snapshots_at(cfg['dest'])
+        except LinkError:
+            kept = []           # the root itself is what failed: the run's error says so
+        result = {'kept': [os.path.join(cfg['dest'], n) for n in kept]}
     text = render_metrics(cfg['name'], result, started, duration, error, _previous_success(path, cfg['name']))
     # mkstemp: O_EXCL, so a symlink planted at the temporary name is never followed.
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
@@ -302,39 +288,49 @@ def _parser():
 
 
 def main(argv=None):
+    """The CLI's door: whatever fails ends as one log line and an exit code,
+    never a traceback."""
     args = _parser().parse_args(argv)
+    where = [getattr(args, 'file', None) or os.path.join(args.config_dir, '%s.json' % args.job)]
     try:
-        if args.command == 'validate':
-            cfg = load_file(args.file)
-            _out('job %s: config OK' % cfg['name'])
-            return EX_OK
-        cfg = load_job(args.job, args.config_dir)
-        if args.command == 'run':
-            if args.random_delay > 0:
-                time.sleep(random.uniform(0, args.random_delay))
-            result = run_job(cfg)
-            for warning in result.get('warnings', []):
-                log('job %s: %s' % (cfg['name'], warning), error=True)
-            log(summary(cfg, result))
-        elif args.command == 'init':
-            init_job(cfg)
-            _out('job %s: snapshot root %s ready' % (cfg['name'], cfg['dest']))
-        elif args.command == 'prune':
-            result = run_job(cfg, state='pruned')
-            log('job %s: pruned %d, kept %d' % (cfg['name'], len(result['pruned']), len(result['kept'])))
-        elif args.command == 'list':
-            _print_list(list_job(cfg), args.json)
-        elif args.command == 'check':
-            ok, message = check_job(cfg)
-            _out(message)
-            return EX_OK if ok else EX_STALE
+        return _command(args, where)
+    except Exception as exc:    # pylint: disable=broad-exception-caught
+        err = at_door(exc, where[0], 'fslinks-snapshot %s' % args.command)
+        log('fslinks-snapshot: %s' % display(str(err)), error=True)
+        if isinstance(err, Busy):
+            return EX_BUSY
+        return EX_USAGE if isinstance(err, BadInput) and args.command != 'run' else EX_FAIL
+
+
+def _command(args, where):
+    """One command; ``where[0]`` is what a failure is about: the config
+    until it is read, then the job's snapshot root."""
+    if args.command == 'validate':
+        cfg = load_file(args.file)
+        _out('job %s: config OK' % cfg['name'])
         return EX_OK
-    except Busy as exc:
-        log('fslinks-snapshot: %s' % exc, error=True)
-        return EX_BUSY
-    except LinkError as exc:
-        log('fslinks-snapshot: %s' % exc, error=True)
-        return EX_USAGE if isinstance(exc, BadInput) and args.command != 'run' else EX_FAIL
+    cfg = load_job(args.job, args.config_dir)
+    where[0] = cfg['dest']
+    if args.command == 'run':
+        if args.random_delay > 0:
+            time.sleep(random.uniform(0, args.random_delay))
+        result = run_job(cfg)
+        for warning in result.get('warnings', []):
+            log('job %s: %s' % (cfg['name'], warning), error=True)
+        log(summary(cfg, result))
+    elif args.command == 'init':
+        init_job(cfg)
+        _out('job %s: snapshot root %s ready' % (cfg['name'], cfg['dest']))
+    elif args.command == 'prune':
+        result = run_job(cfg, state='pruned')
+        log('job %s: pruned %d, kept %d' % (cfg['name'], len(result['pruned']), len(result['kept'])))
+    elif args.command == 'list':
+        _print_list(list_job(cfg), args.json)
+    elif args.command == 'check':
+        ok, message = check_job(cfg)
+        _out(message)
+        return EX_OK if ok else EX_STALE
+    return EX_OK
 
 
 def _out(text):

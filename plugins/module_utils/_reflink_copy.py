@@ -12,7 +12,7 @@ import os
 import stat
 import time
 
-from ._errors import BadInput, from_oserror
+from ._errors import BadInput, at_door, from_oserror
 from ._fresh import FreshTree
 from ._transfer import check_policy
 from ._tree import (
@@ -58,13 +58,7 @@ def reflink_copy(src, dest, policy='auto', preserve=PRESERVE_ALL, force=True, ba
     try:
         return _copy(src, dest, policy, preserve, force, backup, dry_run, report)
     except OSError as exc:
-        raise from_oserror(exc, _where(exc, dest), 'copy')
-
-
-def _where(exc, dest):
-    """The path an OSError names, else the request's dest."""
-    path = exc.filename if isinstance(exc.filename, (str, bytes)) else dest
-    return display(os.fsencode(path))
+        raise at_door(exc, display(dest), 'copy')
 
 
 def _copy(src, dest, policy, preserve, force, backup, dry_run, report):

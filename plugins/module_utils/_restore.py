@@ -28,7 +28,7 @@ import os
 import stat
 
 from . import _snapshot
-from ._errors import BadInput, LinkError, PermissionDenied, from_oserror
+from ._errors import BadInput, LinkError, PermissionDenied, at_door
 from ._reflink_copy import place
 from ._tree import PRESERVE_ALL, Excluder, Meta, apply_meta_fd, display, lstat_at, open_dir, open_dir_at, read_xattrs
 
@@ -120,7 +120,7 @@ def restore(root, snapshot=LATEST, path=None, to=None, mirror=False, guard=True,
     try:
         return _restore(root, snapshot, path, to, mirror, guard, dry_run, report, job or {}, now)
     except OSError as exc:
-        raise from_oserror(exc, exc.filename if isinstance(exc.filename, str) else root, 'restore')
+        raise at_door(exc, root, 'restore')
 
 
 def _restore(root, snapshot, path, to, mirror, guard, dry_run, report, job, now):

@@ -22,22 +22,21 @@ import re
 import stat
 import time
 
-from . import _ioctl, _parallel, _retention
+from . import _ioctl, _options, _parallel, _retention
 from ._fresh import FreshTree
 from ._transfer import DataCopier, first_regular_file
 from ._walk import new_stats
-from ._errors import BadInput, Busy, LinkError, NotSupported, from_oserror
+from ._errors import BadInput, Busy, LinkError, NotSupported, at_door, from_oserror
 from ._mounts import mount_of, read_mounts, reflink_capable
 from ._tree import (
     PRESERVE_ALL, Excluder, lstat_at, open_dir, open_dir_at, open_dir_nofollow, remove_tree_at, reset_new_dir, syncfs,
 )
 
-METHODS = ('auto', 'btrfs', 'reflink', 'hardlink', 'copy')
+METHODS, MAX_WORKERS = _options.METHODS, _options.MAX_WORKERS
 LOCK_NAME = '.fslinks-snapshot.lock'
 LATEST = 'latest'
 PARTIAL = '.partial'
 DELETING = '.deleting'
-MAX_WORKERS = 64
 LINKS = '.links'        # a parallel run's claims on multiply-linked inodes (see _fresh)
 
 
@@ -46,36 +45,21 @@ class Request(object):
 
     def __init__(self, src, dest, method='auto', keep=None, exclude=(), one_file_system=True,
                  lock_timeout=0, dest_mode=0o700, create_dest=True, root_tag=None, workers=0):
-        for label, path in (('src', src), ('dest', dest)):
-            if not isinstance(path, str) or not path or '\0' in path:
-                raise BadInput('%s must be a non-empty path without NUL bytes, got %r' % (label, path), path)
-            if not os.path.isabs(path):
-                raise BadInput('%s must be an absolute path, got %s' % (label, path), path)
-        if method not in METHODS:
-            raise BadInput('method must be one of %s, not %r' % (', '.join(METHODS), method))
-        try:
-            self.keep = _retention.parse_keep(keep)
-            self.excluder = Excluder(exclude)
-        except ValueError as exc:
-            raise BadInput(str(exc))
-        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) \
-                or not 0 <= lock_timeout < float('inf'):
-            raise BadInput('lock_timeout must be 0 or more seconds, got %r' % (lock_timeout,))
-        if not isinstance(one_file_system, bool):
-            raise BadInput('one_file_system must be true or false, got %r' % (one_file_system,))
-        if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= MAX_WORKERS:
-            raise BadInput('workers must be 0 (automatic) to %d, got %r'
-                           % (MAX_WORKERS, workers))
-        self.workers = workers      # 0: chosen per dest filesystem, see _parallel.default_workers
+        opts = _options.settle(dict(src=src, dest=dest, method=method, keep=keep, exclude=exclude,
+                                    one_file_system=one_file_system, lock_timeout=lock_timeout,
+                                    workers=workers), _options.REQUEST)
+        self.keep = opts['keep']
+        self.excluder = Excluder(opts['exclude'])
+        self.workers = opts['workers']      # 0: chosen per dest filesystem, see _parallel.default_workers
         # The caller's top-level paths are resolved whole ('..', symlinks),
         # so that the inside/outside checks below compare real places.
-        self.src = os.path.realpath(src)
-        self.dest = os.path.realpath(dest)
+        self.src = os.path.realpath(opts['src'])
+        self.dest = os.path.realpath(opts['dest'])
         self.src_given, self.dest_given = src, dest
-        self.method = method
-        self.exclude = list(exclude or ())
-        self.one_file_system = one_file_system
-        self.lock_timeout = lock_timeout
+        self.method = opts['method']
+        self.exclude = opts['exclude']
+        self.one_file_system = opts['one_file_system']
+        self.lock_timeout = opts['lock_timeout']
         self.dest_mode = dest_mode
         # Scheduled jobs pass False: a missing or uninitialized root then
         # means "its disk is not mounted", not "start a new chain on /".
@@ -116,11 +100,22 @@ class Request(object):
 def list_snapshots(dest_fd):
     """Complete snapshots under the root, oldest first (names only)."""
     names = []
-    with os.scandir(dest_fd) as it:
-        for entry in it:
-            if _retention.parse_snapshot_name(entry.name) and entry.is_dir(follow_symlinks=False):
-                names.append(entry.name)
+    try:
+        with os.scandir(dest_fd) as it:
+            for entry in it:
+                if _retention.parse_snapshot_name(entry.name) and entry.is_dir(follow_symlinks=False):
+                    names.append(entry.name)
+    except OSError as exc:
+        raise from_oserror(exc, _fd_path(dest_fd), 'list snapshots')
     return _retention.sort_snapshot_names(names)
+
+
+def _fd_path(fd):
+    """The path of an open directory, for messages (Linux: /proc/self/fd)."""
+    try:
+        return os.readlink('/proc/self/fd/%d' % fd)
+    except OSError:
+        return 'directory fd %d' % fd
 
 
 def leftovers(dest_fd):
@@ -366,7 +361,7 @@ def run(req, state='present', dry_run=False, now=None, report=None, purpose=None
     try:
         return _run(req, state, dry_run, now, report, purpose, lock_held)
     except OSError as exc:
-        raise from_oserror(exc, exc.filename if isinstance(exc.filename, str) else req.dest, 'snapshot')
+        raise at_door(exc, req.dest, 'snapshot')
 
 
 def _run(req, state, dry_run, now, report, purpose, lock_held):
@@ -680,12 +675,16 @@ def _delete_excluded(root_fd, excluder):
     return removed
 
 
-def list_snapshots_at(dest):
-    """Snapshot names under a root given by path ([] if it does not exist)."""
+def list_snapshots_at(dest, missing_ok=True):
+    """Snapshot names under a root given by path; [] for a root that does
+    not exist (yet) when ``missing_ok``.  Any other failure (a file, no
+    permission) is a typed error naming the root."""
     try:
         fd = open_dir(dest)
-    except LinkError:
-        return []
+    except LinkError as exc:
+        if missing_ok and exc.errno == errno.ENOENT:
+            return []
+        raise
     try:
         return list_snapshots(fd)
     finally:

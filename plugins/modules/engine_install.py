@@ -64,12 +64,12 @@ from ansible.module_utils.basic import AnsibleModule
 
 # Every engine file, imported so that Ansible puts it into this module's payload.
 from ansible_collections.fslinks.snapshots.plugins.module_utils import (
-    _diff, _errors, _extents, _facts, _fresh, _ioctl, _jobs, _mounts, _parallel, _reflink_copy, _restore, _retention,
-    _snapshot, _transfer, _tree, _update, _walk,
+    _diff, _errors, _extents, _facts, _fresh, _ioctl, _jobs, _mounts, _options, _parallel, _reflink_copy, _restore,
+    _retention, _snapshot, _transfer, _tree, _update, _walk,
 )
 
-ENGINE = (_diff, _errors, _extents, _facts, _fresh, _ioctl, _jobs, _mounts, _parallel, _reflink_copy, _restore,
-          _retention, _snapshot, _transfer, _tree, _update, _walk)
+ENGINE = (_diff, _errors, _extents, _facts, _fresh, _ioctl, _jobs, _mounts, _options, _parallel, _reflink_copy,
+          _restore, _retention, _snapshot, _transfer, _tree, _update, _walk)
 INIT = b'# fslinks.snapshots engine, installed by fslinks.snapshots.engine_install\n'
 
 
@@ -99,30 +99,38 @@ def _current(path, name):
 def main():
     module = AnsibleModule(argument_spec=dict(path=dict(type='path', required=True)), supports_check_mode=True)
     path = module.params['path']
+    if '\0' in path:
+        module.fail_json(msg='path must not contain a NUL byte, got %r' % (path,), path=path)
+    try:
+        module.exit_json(**install(path, module.check_mode, module._diff))
+    except Exception as exc:    # the door (exit_json exits by SystemExit, not caught here)
+        module.fail_json(**_errors.failure(exc, path, 'engine_install'))
+
+
+def install(path, check_mode, diff):
+    """Write the engine files that differ into ``path``, remove stale ones;
+    returns the module's result."""
     wanted = engine_files()
     existing = os.listdir(path) if os.path.isdir(path) else []
     write = sorted(n for n, data in wanted.items() if _current(path, n) != data)
     stale = sorted(n for n in existing if n.startswith('_') and n.endswith('.py') and n not in wanted)
     changed = bool(write or stale or not os.path.isdir(path))
-    if changed and not module.check_mode:
-        try:
-            if not os.path.isdir(path):
-                os.makedirs(path, 0o755)
-            for name in write:
-                tmp = os.path.join(path, '.%s.tmp' % name)
-                with open(tmp, 'wb') as handle:
-                    handle.write(wanted[name])
-                os.chmod(tmp, 0o644)
-                os.rename(tmp, os.path.join(path, name))
-            for name in stale:
-                os.unlink(os.path.join(path, name))
-        except (IOError, OSError) as exc:
-            module.fail_json(msg='%s: %s' % (path, exc.strerror), path=path, errno=exc.errno)
+    if changed and not check_mode:
+        if not os.path.isdir(path):
+            os.makedirs(path, 0o755)
+        for name in write:
+            tmp = os.path.join(path, '.%s.tmp' % name)
+            with open(tmp, 'wb') as handle:
+                handle.write(wanted[name])
+            os.chmod(tmp, 0o644)
+            os.rename(tmp, os.path.join(path, name))
+        for name in stale:
+            os.unlink(os.path.join(path, name))
     result = dict(changed=changed, path=path, files=write + stale)
-    if module._diff:
+    if diff:
         result['diff'] = {'before': ''.join('%s\n' % n for n in sorted(set(existing) & set(write + stale))),
                           'after': ''.join('%s\n' % n for n in write)}
-    module.exit_json(**result)
+    return result
 
 
 if __name__ == '__main__':

@@ -221,29 +221,17 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import LinkError
+from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import failure
+from ansible_collections.fslinks.snapshots.plugins.module_utils._options import argument_spec
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import (
     Request, list_snapshots_at, run,
 )
 
-KEEP_KEYS = ('last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly')
-
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            src=dict(type='path', required=True),
-            dest=dict(type='path', required=True),
-            method=dict(type='str', default='auto', choices=['auto', 'btrfs', 'reflink', 'hardlink', 'copy']),
-            keep=dict(type='dict', default={}, options=dict((k, dict(type='int')) for k in KEEP_KEYS)),
-            exclude=dict(type='list', elements='str', default=[]),
-            one_file_system=dict(type='bool', default=True),
-            state=dict(type='str', default='present', choices=['present', 'pruned']),
-            lock_timeout=dict(type='int', default=0),
-            workers=dict(type='int', default=0),
-        ),
-        supports_check_mode=True,
-    )
+    spec = argument_spec()      # the request's options, defined once in module_utils/_options.py
+    spec['state'] = dict(type='str', default='present', choices=['present', 'pruned'])
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
     keep = dict((k, v) for k, v in (p['keep'] or {}).items() if v is not None)
     try:
@@ -252,10 +240,8 @@ def main():
                       workers=p['workers'])
         before = list_snapshots_at(req.dest) if module._diff else None
         result = run(req, state=p['state'], dry_run=module.check_mode)
-    except LinkError as exc:
-        module.fail_json(msg=str(exc), path=exc.path, errno=exc.errno)
-    except OSError as exc:      # not expected: the engine types its errors
-        module.fail_json(msg='%s: %s' % (os.fsdecode(exc.filename or p['dest']), exc.strerror), errno=exc.errno)
+    except Exception as exc:    # the door: every failure is a message naming its path
+        module.fail_json(**failure(exc, p['dest'], 'hardlink_snapshot'))
     if before is not None:
         after = [os.path.basename(k) for k in result['kept']]
         result['diff'] = {'before_header': p['dest'], 'after_header': p['dest'],

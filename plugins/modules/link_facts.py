@@ -130,7 +130,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import LinkError
+from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import failure
 from ansible_collections.fslinks.snapshots.plugins.module_utils._facts import link_facts
 
 
@@ -150,8 +150,9 @@ def main():
         pairs.append(list(pair))
     try:
         facts = link_facts(module.params['paths'], pairs, probe=module.params['probe'])
-    except LinkError as exc:
-        module.fail_json(msg=str(exc), path=exc.path, errno=exc.errno)
+    except Exception as exc:    # the door: every failure is a message naming its path
+        paths = module.params['paths'] + [p for pair in pairs for p in pair]
+        module.fail_json(**failure(exc, paths[0] if len(paths) == 1 else None, 'link_facts'))
     module.exit_json(changed=False, ansible_facts={'link_facts': facts})
 
 

@@ -169,13 +169,11 @@ stats:
            unchanged: 0, metadata: 0, changed_during_run: 0}
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils._reflink_copy import reflink_copy
 from ansible_collections.fslinks.snapshots.plugins.module_utils._diff import DiffRecorder
-from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import LinkError
+from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import failure
 
 
 def main():
@@ -198,10 +196,8 @@ def main():
             params['src'], params['dest'], policy=params['reflink'], preserve=params['preserve'],
             force=params['force'], backup=params['backup'], dry_run=module.check_mode,
             report=recorder)
-    except LinkError as exc:
-        module.fail_json(msg=str(exc), path=exc.path, errno=exc.errno)
-    except OSError as exc:      # not expected: the engine types its errors
-        module.fail_json(msg='%s: %s' % (os.fsdecode(exc.filename or params['dest']), exc.strerror), errno=exc.errno)
+    except Exception as exc:    # the door: every failure is a message naming its path
+        module.fail_json(**failure(exc, params['dest'], 'reflink_copy'))
     if result['backup_file'] is None:
         del result['backup_file']
     if recorder is not None:

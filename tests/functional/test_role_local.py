@@ -98,3 +98,42 @@ def test_bad_variables_are_rejected_before_anything(tmp_path, job, words):
     out = proc.stdout + proc.stderr
     assert 'Validating arguments against arg spec' in out and words in out, out
     assert not (tmp_path / 'etc').exists() and not (tmp_path / 'lib').exists()
+
+
+TWO_PLAYS = '''
+- hosts: localhost
+  gather_facts: false
+  roles:
+    - role: fslinks.snapshots.snapshot_jobs
+      snapshot_jobs: [{name: first, src: "%(src)s", dest: "%(base)s/snaps-first"}]
+      snapshot_jobs_config_dir: "%(base)s/etc-first"
+
+- hosts: localhost
+  gather_facts: false
+  roles:
+    - role: fslinks.snapshots.snapshot_jobs
+      snapshot_jobs: [{name: second, src: "%(src)s", dest: "%(base)s/snaps-second"}]
+      snapshot_jobs_config_dir: "%(base)s/etc-second"
+'''
+
+
+def test_second_use_of_the_role_in_a_run_has_only_its_own_jobs(xfs, workdir):
+    """Facts outlive their play: the second play must not deploy the first play's jobs."""
+    w = workdir(xfs)
+    (w / 'src').mkdir()
+    for sub in ('bin', 'cron.d', 'units', 'etc-first', 'etc-second'):
+        (w / sub).mkdir()
+    extra = {
+        'snapshot_jobs_scheduler': 'cron',
+        'snapshot_jobs_install_dir': str(w / 'lib'),
+        'snapshot_jobs_metrics_dir': str(w / 'metrics'),
+        '__snapshot_jobs_cli': str(w / 'bin' / 'fslinks-snapshot'),
+        '__snapshot_jobs_cron_dir': str(w / 'cron.d'),
+        '__snapshot_jobs_unit_dir': str(w / 'units'),
+    }
+    proc = run_playbook(TWO_PLAYS % {'src': w / 'src', 'base': w}, extra_args=['-e', json.dumps(extra)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(p.name for p in (w / 'etc-first').iterdir()) == ['first.json']
+    assert sorted(p.name for p in (w / 'etc-second').iterdir()) == ['second.json']
+    second = json.loads((w / 'etc-second' / 'second.json').read_text())
+    assert second['workers'] == 0 and second['dest'] == str(w / 'snaps-second')
