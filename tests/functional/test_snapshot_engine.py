@@ -809,9 +809,9 @@ def test_stale_latest_tmp_symlink_removed(ext4, workdir, clock):
     assert leftovers(dest) == [], os.listdir(dest)
 
 
-@pytest.mark.xfail(strict=True, reason='hardlink method links each unchanged file to the previous snapshot '
-                   'on its own, as rsync --link-dest does, so src files split off an inode that was one in '
-                   'the previous snapshot become one again (helper4 bug 9)')
+@pytest.mark.xfail(strict=True, reason='not fixed yet: the hardlink method links each unchanged file to the '
+                   'previous snapshot on its own, as rsync --link-dest does, so two src files that were one '
+                   'inode in the previous snapshot and have since been split become one inode again')
 def test_hardlink_keeps_src_link_structure(ext4, workdir, clock):
     """Two names of one inode in the previous snapshot whose src inodes have since been split
     (same content and metadata) must not become one inode again in the new snapshot: the
