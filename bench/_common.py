@@ -1,6 +1,6 @@
 # Copyright: fslinks.snapshots contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Shared pieces of bench/: loop filesystems (tests/_fsutil.py), timed subprocesses, clean-up."""
+"""Shared pieces of bench/: loop filesystems (tests/helpers/loopfs.py), timed subprocesses, clean-up."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def _load(name, path):
 
 
 # The tests' loop-filesystem helper, reused as is (make_loop_fs always unmounts and detaches).
-fsutil = sys.modules.get('_fsutil') or _load('_fsutil', ROOT / 'tests' / '_fsutil.py')
+# Loaded by path under its own name: bench/ does not put tests/ on sys.path.
+fsutil = sys.modules.get('helpers.loopfs') or _load('fslinks_test_loopfs', ROOT / 'tests' / 'helpers' / 'loopfs.py')
 
 
 @contextlib.contextmanager

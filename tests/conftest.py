@@ -4,7 +4,7 @@
 
 Loop filesystem fixtures (each yields the mount point as a pathlib.Path):
   ext4, xfs, btrfs, xfs2   session-scoped; share them by working in a fresh subdirectory
-                           (``_fsutil.fresh_dir(mnt)``), never assume the fs is empty
+                           (the workdir fixture), never assume the fs is empty
   fs                       parametrized over ext4, xfs, btrfs
   small_ext4               function-scoped 16M ext4, for ENOSPC tests
   loop_fs                  function-scoped factory: loop_fs('xfs', '320M', mount_options=...)
@@ -27,7 +27,7 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 COLLECTIONS = ROOT / '.collections'
 
-# Importable helpers (_fsutil, _ansible) and the collection as
+# Importable helpers (the helpers package) and the collection as
 # ansible_collections.fslinks.snapshots..., through the same symlink scripts/setup.sh makes.
 _link = COLLECTIONS / 'ansible_collections' / 'fslinks' / 'snapshots'
 if not _link.exists():
@@ -40,21 +40,14 @@ for _p in (str(TESTS), str(COLLECTIONS)):
 os.environ['ANSIBLE_COLLECTIONS_PATH'] = str(COLLECTIONS)
 
 # pylint: disable=wrong-import-position
-import _ansible  # noqa: E402
-import _fsutil  # noqa: E402
+from helpers import ansible_run, loopfs, trees  # noqa: E402
+from helpers.prereq import unavailable  # noqa: E402
 
 # Images live on disk, not in memory: /var/tmp is never a tmpfs here, /tmp may be.
 LOOP_BASE = os.environ.get('FSLINKS_TEST_TMPDIR', '/var/tmp')
 LOOP_PREFIX = 'fslinks-pytest-'
 
 SIZES = {'ext4': '256M', 'xfs': '320M', 'btrfs': '256M'}
-
-
-def _unavailable(reason):
-    msg = 'loop filesystem unavailable: %s' % reason
-    if os.environ.get('CI'):
-        pytest.fail(msg + ' (CI is set, so this is an error, not a skip)', pytrace=False)
-    pytest.skip(msg)
 
 
 def _sigterm(signum, frame):
@@ -82,7 +75,7 @@ def pytest_collection_modifyitems(items):
 def loop_workdir():
     """A per-session directory under /var/tmp for loop images and mount points."""
     if os.geteuid() == 0 and os.path.isdir(LOOP_BASE):
-        _fsutil.cleanup_stale(LOOP_BASE, LOOP_PREFIX)
+        loopfs.cleanup_stale(LOOP_BASE, LOOP_PREFIX)
     d = Path(tempfile.mkdtemp(prefix=LOOP_PREFIX, dir=LOOP_BASE))
     (d / 'pid').write_text(str(os.getpid()))
     try:
@@ -96,12 +89,12 @@ def loop_workdir():
 def _mount(kind, workdir, size=None, name=None, mount_options=None):
     reason = None
     try:
-        _fsutil.check_prerequisites(kind)
-    except _fsutil.LoopFsUnavailable as e:
+        loopfs.check_prerequisites(kind)
+    except loopfs.LoopFsUnavailable as e:
         reason = str(e)
     if reason:  # outside the except block, so the report shows no chained traceback
-        _unavailable(reason)
-    return _fsutil.make_loop_fs(kind, size or SIZES[kind], workdir, name=name, mount_options=mount_options)
+        unavailable('loop filesystem unavailable: %s' % reason)
+    return loopfs.make_loop_fs(kind, size or SIZES[kind], workdir, name=name, mount_options=mount_options)
 
 
 @pytest.fixture(scope='session')
@@ -158,21 +151,19 @@ def small_ext4(loop_fs):
 @pytest.fixture
 def ansible_env():
     """Environment dict for running ansible commands in a subprocess."""
-    return _ansible.ansible_env()
+    return ansible_run.ansible_env()
 
 
 @pytest.fixture
 def workdir():
     """workdir(mnt) -> a new empty directory on the filesystem mounted at mnt,
     removed with everything in it (read-only btrfs subvolumes too) after the test."""
-    # Imported here: _trees imports the collection, which the top of this file makes importable.
-    import _trees  # pylint: disable=import-outside-toplevel
     made = []
 
     def make(mnt, prefix='t-'):
-        made.append(_fsutil.fresh_dir(mnt, prefix=prefix))
+        made.append(loopfs.fresh_dir(mnt, prefix=prefix))
         return made[-1]
 
     yield make
     for path in reversed(made):
-        _trees.remove_tree(path)
+        trees.remove_tree(path)

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-import _fsutil
+from helpers import loopfs
+from helpers.prereq import need, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -25,13 +24,10 @@ pytestmark = pytest.mark.slow
 
 def _require_loop_fs():
     try:
-        _fsutil.check_prerequisites('ext4')
-    except _fsutil.LoopFsUnavailable as exc:
-        if os.environ.get('CI'):
-            pytest.fail('loop filesystem unavailable: %s (CI is set)' % exc, pytrace=False)
-        pytest.skip('loop filesystem unavailable: %s' % exc)
-    if not shutil.which('rsync'):
-        pytest.skip('rsync not installed')
+        loopfs.check_prerequisites('ext4')
+    except loopfs.LoopFsUnavailable as exc:
+        unavailable('loop filesystem unavailable: %s' % exc)
+    need('rsync')  # one of the contenders
 
 
 def test_bench_runs_on_a_tiny_tree(loop_workdir, tmp_path):

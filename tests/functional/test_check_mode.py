@@ -13,9 +13,9 @@ import os
 
 import pytest
 
-import _fsutil
-from _snapshots import Clock
-from _trees import make_hostile_tree
+from helpers import loopfs
+from helpers.snapshots import Clock
+from helpers.trees import make_hostile_tree
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _fresh
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
@@ -50,7 +50,7 @@ def test_dry_run_reports_the_real_runs_stats(fs, workdir, monkeypatch, fast_path
     src.mkdir()
     make_hostile_tree(src)
     clock = Clock()
-    dests = {m: work / ('snaps-' + m) for m in METHODS[_fsutil.fstype_of(fs)]}
+    dests = {m: work / ('snaps-' + m) for m in METHODS[loopfs.fstype_of(fs)]}
     for step in ('first', 'second'):
         if step == 'second':
             _change(src)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from _faults import Job, cli_argv
+from helpers.processes import Job, cli_argv
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _jobs, _snapshot
 from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import LinkError

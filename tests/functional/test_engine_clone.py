@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from _treeutil import (
-    NS, check_rich_copy, data, engine_as_nobody, extents_equal, filefrag_shared, leftovers,
-    make_rich_tree, rsync_diff, same_content, shared_bytes, state, write,
+from helpers.oracles import (
+    check_hostile_copy, extents_equal, filefrag_shared, rsync_diff, same_content, shared_bytes, state, temp_leftovers,
 )
+from helpers.processes import engine_as_nobody
+from helpers.trees import NS, data, make_hostile_tree, write
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _errors, _facts
 from ansible_collections.fslinks.snapshots.plugins.module_utils._reflink_copy import reflink_copy
@@ -151,7 +152,7 @@ def test_auto_copies_where_reflink_is_impossible(request, workdir, src_fs, dest_
             assert not filefrag_shared(wd / 'tree' / rel), rel
             if src_fs == dest_fs:
                 assert not extents_equal(ws / 'tree' / rel, wd / 'tree' / rel), rel
-    assert leftovers(wd) == []
+    assert temp_leftovers(wd) == []
 
 
 def _twin_filesystems(loop_fs):
@@ -226,7 +227,7 @@ def test_always_fails_and_leaves_nothing(request, workdir, kind, src_fs, dest_fs
     assert words in str(info.value)
     assert not os.path.lexists(wd / 'dest')
     assert sorted(os.listdir(wd)) == before
-    assert leftovers(wd) == []
+    assert temp_leftovers(wd) == []
 
 
 # ---------------------------------------------------------------- 4. dry run
@@ -349,28 +350,28 @@ def test_rich_tree_is_an_exact_copy(request, workdir, fsname, method):
     w = workdir(request.getfixturevalue(fsname))
     outside = w / 'outside'
     outside.mkdir()
-    make_rich_tree(w / 'src', outside)
+    tree = make_hostile_tree(w / 'src', outside)
 
     res = reflink_copy(str(w / 'src'), str(w / 'dest'))
 
     assert res['method'] == method
     st = res['stats']
-    assert st['symlinks'] == 4 and st['specials'] == 2 and st['hardlinks'] == 2
-    check_rich_copy(w / 'src', w / 'dest', outside)
+    # 7 symlinks in links/; fifo, socket, char and block device; hard/a has 2 more names, hard/pair1 1.
+    assert st['symlinks'] == 7 and st['specials'] == 4 and st['hardlinks'] == 3, st
+    check_hostile_copy(tree, w / 'dest')
     if method == 'reflink':
-        assert extents_equal(w / 'src' / 'sub dir' / 'deeper' / 'nested.bin',
-                             w / 'dest' / 'sub dir' / 'deeper' / 'nested.bin')
+        assert extents_equal(w / 'src' / 'random.bin', w / 'dest' / 'random.bin')
 
     before = state(w / 'dest')
     again = reflink_copy(str(w / 'src'), str(w / 'dest'))
     assert again['changed'] is False, again
     assert state(w / 'dest') == before
 
-    # The oracle is not blind: a changed xattr, ACL or nanosecond shows.
-    subprocess.run(['setfattr', '-n', 'user.x', '-v', 'other', str(w / 'dest' / 'file.txt')], check=True)
-    os.utime(w / 'dest' / 'sub dir', ns=(NS, NS + 5))
+    # The oracle is not blind: a changed xattr or a directory's nanoseconds show.
+    subprocess.run(['setfattr', '-n', 'user.text', '-v', 'other', str(w / 'dest' / 'xattr.txt')], check=True)
+    os.utime(w / 'dest' / 'hard2', ns=(NS, NS + 5))
     out = rsync_diff(w / 'src', w / 'dest')
-    assert any('file.txt' in line for line in out) and any('sub dir' in line for line in out)
+    assert any('xattr.txt' in line for line in out) and any('hard2' in line for line in out), out
 
 
 @pytest.mark.parametrize('fsname', ['xfs', 'btrfs', 'ext4'])
@@ -445,7 +446,7 @@ def test_bad_input_fails_and_touches_nothing(xfs, workdir, case):
     for word in words:
         assert word in msg, (word, msg)
     assert state(w) == before
-    assert leftovers(w) == []
+    assert temp_leftovers(w) == []
 
 
 @pytest.fixture
@@ -634,7 +635,7 @@ def test_enospc_in_a_new_tree_leaves_nothing(xfs, small_ext4, workdir):
 
     assert 'no space left' in str(info.value)
     assert sorted(os.listdir(small_ext4)) == before
-    assert leftovers(small_ext4) == []
+    assert temp_leftovers(small_ext4) == []
     # Everything written was freed again.
     assert os.statvfs(small_ext4).f_bfree >= free - 8
 
@@ -650,7 +651,7 @@ def test_enospc_single_file_is_a_typed_error(xfs, small_ext4, workdir):
     assert isinstance(info.value, _errors.NoSpace)
     assert 'no space left' in str(info.value)
     assert sorted(os.listdir(small_ext4)) == before
-    assert leftovers(small_ext4) == []
+    assert temp_leftovers(small_ext4) == []
 
 
 def test_enospc_replacing_a_file_keeps_the_old_one(xfs, small_ext4, workdir):
@@ -664,4 +665,4 @@ def test_enospc_replacing_a_file_keeps_the_old_one(xfs, small_ext4, workdir):
 
     assert state(small_ext4 / 'big') == before
     assert sorted(os.listdir(small_ext4)) == names
-    assert leftovers(small_ext4) == []
+    assert temp_leftovers(small_ext4) == []

@@ -11,13 +11,12 @@ import time
 
 import pytest
 
-import _ansible
-import _fsutil
+from helpers import ansible_run, loopfs
 
 
 def _check_mount(mnt, kind):
-    assert _fsutil.fstype_of(mnt) == kind
-    d = _fsutil.fresh_dir(mnt)
+    assert loopfs.fstype_of(mnt) == kind
+    d = loopfs.fresh_dir(mnt)
     f = d / 'probe'
     f.write_bytes(b'x' * 8192)
     fd = os.open(f, os.O_RDONLY)
@@ -57,11 +56,11 @@ def test_small_ext4_fills_up(small_ext4):
 @pytest.mark.parametrize('kind', ['ext4', 'xfs', 'btrfs'])
 def test_make_loop_fs_leaves_nothing(kind, loop_workdir):
     image = loop_workdir / ('leak-%s.img' % kind)
-    with _fsutil.make_loop_fs(kind, _fsutil_size(kind), loop_workdir, name='leak-' + kind) as mnt:
-        assert _fsutil.loop_devices_for(image), 'image should be attached while in use'
-        assert _fsutil.is_mountpoint(mnt)
+    with loopfs.make_loop_fs(kind, _loop_size(kind), loop_workdir, name='leak-' + kind) as mnt:
+        assert loopfs.loop_devices_for(image), 'image should be attached while in use'
+        assert loopfs.is_mountpoint(mnt)
         (mnt / 'busy').write_text('x')
-    assert not _fsutil.is_mountpoint(mnt)
+    assert not loopfs.is_mountpoint(mnt)
     assert not image.exists() and not mnt.exists()
     assert not _loop_devices_backed_by(image)
 
@@ -72,11 +71,11 @@ def test_make_loop_fs_cleans_up_after_error_while_busy(loop_workdir):
     # as the last user goes away.
     image = loop_workdir / 'busy.img'
     fd = None
-    with pytest.raises(RuntimeError, match='boom'), pytest.warns(_fsutil.LazyUnmountWarning):
-        with _fsutil.make_loop_fs('ext4', '16M', loop_workdir, name='busy') as mnt:
+    with pytest.raises(RuntimeError, match='boom'), pytest.warns(loopfs.LazyUnmountWarning):
+        with loopfs.make_loop_fs('ext4', '16M', loop_workdir, name='busy') as mnt:
             fd = os.open(mnt / 'open-file', os.O_CREAT | os.O_WRONLY)
             raise RuntimeError('boom')
-    assert not _fsutil.is_mountpoint(mnt)
+    assert not loopfs.is_mountpoint(mnt)
     os.close(fd)
     for _attempt in range(50):
         if not _loop_devices_backed_by(image):
@@ -85,7 +84,7 @@ def test_make_loop_fs_cleans_up_after_error_while_busy(loop_workdir):
     assert not _loop_devices_backed_by(image)
 
 
-def _fsutil_size(kind):
+def _loop_size(kind):
     return {'ext4': '32M', 'xfs': '320M', 'btrfs': '256M'}[kind]
 
 
@@ -107,18 +106,18 @@ def _loop_devices_backed_by(image):
 def test_run_adhoc_builtin(tmp_path):
     target = tmp_path / 'f'
     target.write_text('hello\n')
-    res = _ansible.run_adhoc('ansible.builtin.stat', {'path': str(target)})
+    res = ansible_run.run_adhoc('ansible.builtin.stat', {'path': str(target)})
     assert res['failed'] is False and res['stat']['size'] == 6
-    res = _ansible.run_adhoc('ansible.builtin.copy', {'content': 'new\n', 'dest': str(target)}, check=True, diff=True)
+    res = ansible_run.run_adhoc('ansible.builtin.copy', {'content': 'new\n', 'dest': str(target)}, check=True, diff=True)
     assert res['changed'] is True and res['diff'][0]['after'] == 'new\n'
     assert target.read_text() == 'hello\n'  # check mode changed nothing
-    res = _ansible.run_adhoc('ansible.builtin.file', {'path': str(tmp_path / 'no' / 'x'), 'state': 'touch'})
+    res = ansible_run.run_adhoc('ansible.builtin.file', {'path': str(tmp_path / 'no' / 'x'), 'state': 'touch'})
     assert res['failed'] is True and res['msg']
 
 
 @pytest.mark.ansible
 def test_run_playbook(tmp_path):
-    proc = _ansible.run_playbook(
+    proc = ansible_run.run_playbook(
         '- hosts: localhost\n  gather_facts: false\n  tasks:\n'
         '    - ansible.builtin.copy: {content: "hi\\n", dest: "%s"}\n' % (tmp_path / 'out'))
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-import _ansible
-from _snapshots import create_subvolume, entries, is_readonly_subvolume, latest, leftovers, snapshots
-from _trees import assert_same_tree, make_hostile_tree, rsync_diff
+from helpers import ansible_run
+from helpers.oracles import assert_same_tree, is_readonly_subvolume, rsync_diff
+from helpers.snapshots import entries, latest, leftovers, snapshots
+from helpers.trees import create_subvolume, make_hostile_tree
 
 pytestmark = pytest.mark.ansible
 
@@ -27,7 +28,7 @@ RESULT_KEYS = {'changed', 'snapshot', 'method', 'reason', 'stats', 'pruned', 'ke
 
 
 def snapshot(args, **kw):
-    return _ansible.run_adhoc('hardlink_snapshot', args, **kw)
+    return ansible_run.run_adhoc('hardlink_snapshot', args, **kw)
 
 
 def test_check_diff_run_and_plan_prune(xfs, workdir):
@@ -187,7 +188,7 @@ def test_playbook_five_snapshots_keep_three(ext4, workdir, tmp_path):
     dest = work / 'snaps'
     tasks = tmp_path / 'round.yml'
     tasks.write_text(TASKS)
-    proc = _ansible.run_playbook(PLAYBOOK.format(src=src, dest=dest, tasks=tasks))
+    proc = ansible_run.run_playbook(PLAYBOOK.format(src=src, dest=dest, tasks=tasks))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     names = snapshots(dest)
     assert len(names) == 3 and latest(dest) == names[-1]

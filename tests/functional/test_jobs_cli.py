@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from _ansible import COLLECTIONS
+from helpers import COLLECTIONS
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _jobs
 

@@ -12,8 +12,9 @@ import textwrap
 
 import pytest
 
-from _ansible import run_adhoc, run_playbook
-from _treeutil import data, filefrag_shared, run_tasks, write
+from helpers.ansible_run import run_adhoc, run_playbook, run_tasks
+from helpers.oracles import filefrag_shared
+from helpers.trees import data, write
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _facts, _mounts
 from ansible_collections.fslinks.snapshots.plugins.module_utils._reflink_copy import reflink_copy

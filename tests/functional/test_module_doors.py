@@ -5,7 +5,7 @@ names the path and the cause, and returns that path; never a module traceback.""
 
 import pytest
 
-from _ansible import run_adhoc
+from helpers.ansible_run import run_adhoc
 
 pytestmark = [pytest.mark.loopfs, pytest.mark.ansible]
 

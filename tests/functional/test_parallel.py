@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from _snapshots import COLLECTIONS, latest, leftovers, snapshots, start_engine
-from _trees import assert_same_tree, link_groups, make_hostile_tree, make_many_files
+from helpers import COLLECTIONS
+from helpers.oracles import assert_same_tree, link_groups
+from helpers.processes import start_engine
+from helpers.snapshots import latest, leftovers, snapshots
+from helpers.trees import make_hostile_tree, make_many_files
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _parallel
 from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import BadInput

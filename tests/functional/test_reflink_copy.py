@@ -17,11 +17,11 @@ import textwrap
 
 import pytest
 
-from _ansible import run_adhoc, run_playbook
-from _treeutil import (
-    NS, check_rich_copy, data, extents_equal, filefrag_shared, leftovers, make_rich_tree,
-    rsync_diff, run_tasks, same_content, state, write,
+from helpers.ansible_run import run_adhoc, run_playbook, run_tasks
+from helpers.oracles import (
+    check_hostile_copy, extents_equal, filefrag_shared, rsync_diff, same_content, state, temp_leftovers,
 )
+from helpers.trees import NS, data, make_hostile_tree, write
 
 pytestmark = [pytest.mark.loopfs, pytest.mark.ansible]
 
@@ -163,7 +163,7 @@ def test_always_fails_and_creates_nothing(request, workdir, src_fs, dest_fs, kin
     assert 'dest' in res['msg']
     assert not os.path.lexists(wd / 'dest')
     assert sorted(os.listdir(wd)) == before
-    assert leftovers(wd) == []
+    assert temp_leftovers(wd) == []
 
 
 # ---------------------------------------------------------------- check and diff modes
@@ -195,7 +195,7 @@ def test_check_mode_and_diff(xfs, ext4, workdir):
     after = '\n'.join(_lines(res['diff']['after']))
     assert 'type=directory' in after and 'a.bin' in after and 'method=reflink' in after
     assert state(w) == before
-    assert leftovers(w) == []
+    assert temp_leftovers(w) == []
 
     # Where no reflink is possible, the prediction says copy.
     e = workdir(ext4)
@@ -283,7 +283,7 @@ def test_bad_input_fails_naming_path_and_cause(xfs, workdir):
             assert word in res['msg'], (name, word, res['msg'])
         assert 'Traceback' not in res['msg'] and 'MODULE FAILURE' not in res['msg'], (name, res)
     assert state(w) == before
-    assert leftovers(w) == []
+    assert temp_leftovers(w) == []
 
 
 # ---------------------------------------------------------------- trees with everything
@@ -292,16 +292,16 @@ def test_rich_tree_through_ansible(xfs, workdir):
     w = workdir(xfs)
     outside = w / 'outside'
     outside.mkdir()
-    make_rich_tree(w / 'src', outside)
+    tree = make_hostile_tree(w / 'src', outside)
 
     res = rc(w / 'src', w / 'dest', diff=True)
 
     assert res['failed'] is False and res['method'] == 'reflink', res
-    check_rich_copy(w / 'src', w / 'dest', outside)
+    check_hostile_copy(tree, w / 'dest')
     # Names that are not UTF-8 reach the diff readable (\xNN), without breaking the JSON.
     after = res['diff']['after']
-    assert 'caf\\xe9' in after and 'dir\\xff/inner' in after, after
-    assert 'null-dev: type=char' in after and 'fifo: type=fifo' in after
+    assert 'bad-\\xff\\xfe-utf8' in after and '\\xff/inside' in after, after
+    assert 'null-like: type=char' in after and 'fifo: type=fifo' in after
 
 
 def test_enospc_through_ansible(xfs, small_ext4, workdir):
@@ -316,7 +316,7 @@ def test_enospc_through_ansible(xfs, small_ext4, workdir):
     assert res['failed'] is True
     assert 'no space left' in res['msg'].lower(), res['msg']
     assert sorted(os.listdir(small_ext4)) == before
-    assert leftovers(small_ext4) == []
+    assert temp_leftovers(small_ext4) == []
 
 
 # ---------------------------------------------------------------- a playbook

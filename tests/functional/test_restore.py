@@ -19,9 +19,10 @@ import time
 
 import pytest
 
-import _fsutil
-from _snapshots import COLLECTIONS, Clock, create_subvolume, snapshots
-from _trees import assert_same_tree, copy_reference, make_hostile_tree, rsync_diff
+from helpers import COLLECTIONS, loopfs
+from helpers.oracles import assert_same_tree, rsync_diff
+from helpers.snapshots import Clock, snapshots
+from helpers.trees import copy_reference, create_subvolume, make_hostile_tree
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import BadInput, LinkError
 from ansible_collections.fslinks.snapshots.plugins.module_utils._extents import extents_equal
@@ -55,7 +56,7 @@ def _mess_up(src):
 
 @pytest.mark.parametrize('mirror', [True, False], ids=['mirror', 'no-mirror'])
 def test_whole_tree_comes_back(fs, workdir, mirror):
-    fstype = _fsutil.fstype_of(fs)
+    fstype = loopfs.fstype_of(fs)
     for method in METHODS[fstype]:
         work = workdir(fs)
         src = _live(work, fstype, method)
@@ -110,7 +111,7 @@ def test_dry_run_lists_and_changes_nothing(xfs, workdir):
 
 
 def test_one_file_from_an_older_snapshot_shares_its_extents(fs, workdir):
-    fstype = _fsutil.fstype_of(fs)
+    fstype = loopfs.fstype_of(fs)
     work = workdir(fs)
     src = work / 'src'
     src.mkdir()

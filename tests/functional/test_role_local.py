@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from _ansible import run_playbook
+from helpers.ansible_run import run_playbook
 
 pytestmark = [pytest.mark.loopfs, pytest.mark.ansible]
 

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pytest
 
-import _ansible
-from _snapshots import COLLECTIONS, LOCK_NAME, Clock, create_subvolume, latest, leftovers, records, snapshots, start_engine
-from _trees import assert_same_tree, copy_reference, make_many_files, remove_tree, tree_state
+from helpers import COLLECTIONS, ansible_run
+from helpers.oracles import assert_same_tree, tree_state
+from helpers.processes import start_engine
+from helpers.snapshots import LOCK_NAME, Clock, latest, leftovers, records, snapshots
+from helpers.trees import copy_reference, create_subvolume, make_many_files, remove_tree
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import (
     Busy, LinkError, NoSpace, PermissionDenied)
@@ -152,7 +154,7 @@ def test_enospc_through_module(ext4, small_ext4, workdir):
     first = run(Request(str(src), str(dest), method='copy'), now=Clock()())
     for i in range(5):
         (src / ('blob%d' % i)).write_bytes(os.urandom(4 << 20))
-    res = _ansible.run_adhoc('hardlink_snapshot', {'src': str(src), 'dest': str(dest), 'method': 'copy'})
+    res = ansible_run.run_adhoc('hardlink_snapshot', {'src': str(src), 'dest': str(dest), 'method': 'copy'})
     assert res['failed'] is True
     assert 'no space left' in res['msg'].lower(), res['msg']
     assert snapshots(dest) == [os.path.basename(first['snapshot'])]
@@ -180,7 +182,7 @@ def test_readonly_dest(ext4, loop_fs, workdir):
         with pytest.raises(PermissionDenied, match='read-only'):
             run(Request(str(src), str(ro / 'new-root')))
         assert sorted(os.listdir(dest)) == before
-        res = _ansible.run_adhoc('hardlink_snapshot', {'src': str(src), 'dest': str(dest)})
+        res = ansible_run.run_adhoc('hardlink_snapshot', {'src': str(src), 'dest': str(dest)})
         assert res['failed'] is True and 'read-only' in res['msg'], res
     finally:
         _remount(ro, 'rw')
@@ -284,7 +286,7 @@ def test_lock_through_module(ext4, workdir):
     dest = work / 'snaps'
     lock = HeldLock(dest)
     try:
-        res = _ansible.run_adhoc('hardlink_snapshot', {'src': str(src), 'dest': str(dest)})
+        res = ansible_run.run_adhoc('hardlink_snapshot', {'src': str(src), 'dest': str(dest)})
         assert res['failed'] is True
         assert res['msg'] == 'another snapshot of %s is running' % dest, res
 
@@ -295,7 +297,7 @@ def test_lock_through_module(ext4, workdir):
 
         releaser = threading.Thread(target=release_when_waited_on)
         releaser.start()
-        res = _ansible.run_adhoc('hardlink_snapshot', {'src': str(src), 'dest': str(dest), 'lock_timeout': 5})
+        res = ansible_run.run_adhoc('hardlink_snapshot', {'src': str(src), 'dest': str(dest), 'lock_timeout': 5})
         releaser.join()
         assert res['failed'] is False, res
         assert latest(dest) == os.path.basename(res['snapshot'])

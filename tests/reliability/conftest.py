@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-import _faults
+from helpers import faults
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_RESULTS = HERE.parent / 'output' / 'reliability' / 'results.json'
@@ -51,15 +51,15 @@ def pytest_sessionfinish(session):  # pylint: disable=unused-argument
     for outcome in _OUTCOMES.values():
         counts[outcome] = counts.get(outcome, 0) + 1
     data = {
-        'mode': 'long' if _faults.LONG else 'short',
-        'seed': _faults.SEED,
+        'mode': 'long' if faults.LONG else 'short',
+        'seed': faults.SEED,
         'finished': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
         'seconds': round(time.time() - _STARTED, 1),
         'kernel': platform.release(),
         'python': platform.python_version(),
         'tests': counts,
         'failed_tests': sorted(n for n, o in _OUTCOMES.items() if o == 'failed'),
-        'faults': _faults.TALLY.as_json(),
+        'faults': faults.TALLY.as_json(),
     }
     path = Path(os.environ.get('RELIABILITY_RESULTS') or DEFAULT_RESULTS)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +74,7 @@ def pytest_sessionfinish(session):  # pylint: disable=unused-argument
 @pytest.fixture(autouse=True)
 def _print_seed(request):
     # Shown with a failure: RELIABILITY_SEED=<seed> replays the random choices.
-    print('RELIABILITY_SEED=%d RELIABILITY_LONG=%d (%s)' % (_faults.SEED, _faults.LONG, request.node.nodeid))
+    print('RELIABILITY_SEED=%d RELIABILITY_LONG=%d (%s)' % (faults.SEED, faults.LONG, request.node.nodeid))
 
 
 @pytest.fixture

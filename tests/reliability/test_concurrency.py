@@ -14,10 +14,13 @@ import time
 
 import pytest
 
-import _faults
-from _faults import TALLY, Chain, Job, freeze, partials, snapshot_names
+from helpers import faults, processes, trees
+from helpers.faults import TALLY, Chain
+from helpers.processes import Job
+from helpers.snapshots import partials, snapshot_names
+from helpers.trees import copy_reference
 
-FILES = _faults.scale(5000, 5000)
+FILES = faults.scale(5000, 5000)
 
 
 def _race(job, work, count):
@@ -45,7 +48,7 @@ def _race(job, work, count):
 
 
 RACES = [('ext4', 2), ('ext4', 10), ('xfs', 10), ('btrfs', 10)]
-if _faults.LONG:
+if faults.LONG:
     RACES += [('xfs', 2), ('btrfs', 2)]
 
 
@@ -53,18 +56,18 @@ if _faults.LONG:
 @pytest.mark.parametrize('kind,count', RACES, ids=['%s-%d' % r for r in RACES])
 def test_runs_started_at_once(kind, count, request, workdir):
     mnt = request.getfixturevalue(kind)
-    rng = _faults.rng_for(request.node.nodeid)
+    rng = faults.rng_for(request.node.nodeid)
     work = workdir(mnt)
     src = work / 'src'
-    _faults.make_tree(src, FILES, rng)
+    trees.make_many_files(src, FILES, size=2048, per_dir=50, rng=rng)
     dest = work / 'snaps'
     # copy: the slowest method, so that the winner still holds the lock when the last loser
     # (on two busy cores) gets to it.
     job = Job(work, src, dest, method='copy', keep={'last': 2})
     chain = Chain(dest, 2, job)
-    chain.expect(freeze(src, work / 'ref'))
+    chain.expect(copy_reference(src, work / 'ref'))
     assert job.run().returncode == 0            # the root and its lock file exist
-    rounds = _faults.scale(1, 5)
+    rounds = faults.scale(1, 5)
     for _round in range(rounds):
         before = snapshot_names(dest)
         results = _race(job, work, count)
@@ -74,7 +77,7 @@ def test_runs_started_at_once(kind, count, request, workdir):
         after = snapshot_names(dest)
         problems = chain.check()
         lost = len(problems)
-        if codes != [0] + [_faults.EX_BUSY] * (count - 1):
+        if codes != [0] + [processes.EX_BUSY] * (count - 1):
             problems.append('exit codes %s, wanted one 0 and %d x 75' % (codes, count - 1))
         for code, _out, err, _secs in losers:
             if 'another snapshot of %s is running' % dest not in err:
@@ -99,15 +102,15 @@ def test_runs_started_at_once(kind, count, request, workdir):
 @pytest.mark.parametrize('kind', ['ext4', 'xfs', 'btrfs'])
 def test_runs_started_at_once_wait_with_lock_timeout(kind, request, workdir):
     mnt = request.getfixturevalue(kind)
-    rng = _faults.rng_for(request.node.nodeid)
+    rng = faults.rng_for(request.node.nodeid)
     work = workdir(mnt)
     src = work / 'src'
-    _faults.make_tree(src, 300, rng)
+    trees.make_many_files(src, 300, size=2048, per_dir=50, rng=rng)
     dest = work / 'snaps'
-    count = _faults.scale(3, 10)
+    count = faults.scale(3, 10)
     job = Job(work, src, dest, lock_timeout=300)
     chain = Chain(dest, None, job)
-    chain.expect(freeze(src, work / 'ref'))
+    chain.expect(copy_reference(src, work / 'ref'))
     results = _race(job, work, count)
     problems = chain.check()
     codes = [r[0] for r in results]

@@ -18,9 +18,11 @@ import subprocess
 
 import pytest
 
-import _faults
-from _faults import TALLY, Chain, Job, freeze, partials, snapshot_names
-from _snapshots import create_subvolume
+from helpers import faults, oracles, processes, trees
+from helpers.faults import TALLY, Chain
+from helpers.processes import Job
+from helpers.snapshots import partials, snapshot_names
+from helpers.trees import copy_reference, create_subvolume
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import LinkError, NoSpace
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
@@ -127,21 +129,21 @@ def _check_failure(exc, dest, before, chain, clock_name):
 def test_enospc_inodes_at_every_step(ext4, loop_fs, workdir):
     """ext4 whose free inodes go 0, 1, 2... up to what a run needs: the hardlink method needs
     an inode per directory and per changed file, one for the record and one for latest."""
-    rng = _faults.rng_for('inodes')
+    rng = faults.rng_for('inodes')
     small = loop_fs('ext4', '16M')
     work = workdir(ext4)
     src = work / 'src'
-    _faults.make_tree(src, 30, rng, size=512, per_dir=6)
+    trees.make_many_files(src, 30, size=512, per_dir=6, rng=rng)
     dest = small / 'snaps'
     refs = work / 'refs'
     refs.mkdir()
     chain = Chain(dest, KEEP)
     clock = Clock()
-    chain.expect(freeze(src, refs / 'r0'))
+    chain.expect(copy_reference(src, refs / 'r0'))
     run(Request(str(src), str(dest), keep={'last': KEEP}), now=clock())
     assert chain.check(listed=False) == []
     filler = InodeFiller(small)
-    rounds = _faults.scale(1, 4)
+    rounds = faults.scale(1, 4)
     dirs = sum(1 for p in src.rglob('*') if p.is_dir())
     for rnd in range(rounds):
         # The same few files change before every run, so each run must copy exactly those;
@@ -152,7 +154,7 @@ def test_enospc_inodes_at_every_step(ext4, loop_fs, workdir):
         for k in range(0, needed + 2):
             for p in victims:
                 p.write_bytes(rng.randbytes(600))
-            chain.expect(freeze(src, refs / ('r%d-%d' % (rnd, k))))
+            chain.expect(copy_reference(src, refs / ('r%d-%d' % (rnd, k))))
             have = filler.leave(k)
             before = snapshot_names(dest)
             when = clock()
@@ -189,28 +191,28 @@ FS_SIZES = {'ext4': '32M', 'xfs': '300M', 'btrfs': '256M'}
 def test_enospc_data_swept(kind, ext4, loop_fs, workdir):
     """The data does not fit: free bytes on the snapshot root's filesystem swept over what a
     run copies (src on another filesystem, so files are copied or hard-linked, never cloned)."""
-    rng = _faults.rng_for('data-' + kind)
+    rng = faults.rng_for('data-' + kind)
     small = loop_fs(kind, FS_SIZES[kind])
     work = workdir(ext4)
     src = work / 'src'
-    _faults.make_tree(src, 12, rng, size=256 << 10, per_dir=4)
+    trees.make_many_files(src, 12, size=256 << 10, per_dir=4, rng=rng)
     dest = small / 'snaps'
     refs = work / 'refs'
     refs.mkdir()
     job = Job(work, src, dest, keep={'last': KEEP})
     chain = Chain(dest, KEEP, job)
-    chain.expect(freeze(src, refs / 'r0'))
+    chain.expect(copy_reference(src, refs / 'r0'))
     first = job.run()
     assert first.returncode == 0, first.stderr
     assert chain.check() == []
     filler = small / 'filler'
-    points = _faults.scale(4, 16)
+    points = faults.scale(4, 16)
     total = 12 * (256 << 10)
     for i in range(points):
         # Rewrite some files (they must be copied), then leave room for part of them.
         for p in rng.sample(sorted(src.rglob('f*')), rng.randint(4, 12)):
             p.write_bytes(rng.randbytes(256 << 10))
-        chain.expect(freeze(src, refs / ('r%d' % (i + 1))))
+        chain.expect(copy_reference(src, refs / ('r%d' % (i + 1))))
         room = int(total * (i + 0.5) / points) if i < points - 1 else 0
         fill_leaving(small, filler, room)
         before = snapshot_names(dest)
@@ -229,7 +231,7 @@ def test_enospc_data_swept(kind, ext4, loop_fs, workdir):
         problems = []
         if failed:
             if use_cli:
-                if done.returncode != _faults.EX_FAIL or 'no space left' not in msg:
+                if done.returncode != processes.EX_FAIL or 'no space left' not in msg:
                     problems.append('CLI: exit %d, %s' % (done.returncode, msg))
                 if job.metric('last_run_status') != 0:
                     problems.append('metrics do not say the run failed')
@@ -269,13 +271,13 @@ def test_enospc_btrfs_snapshot_of_a_full_filesystem(ext4, loop_fs, workdir):
     """A btrfs subvolume snapshot (with excludes: writable, prune, then read-only) on a
     filesystem filled to the last byte of data and metadata: it works (btrfs keeps a global
     reserve) or fails with NoSpace, leaving nothing."""
-    rng = _faults.rng_for('btrfs-full')
+    rng = faults.rng_for('btrfs-full')
     mnt = loop_fs('btrfs', '256M')
     src = create_subvolume(mnt / 'src')
-    _faults.make_tree(src, 200, rng, size=1024)
-    _faults.make_tree(src / 'cache', 20, rng)
+    trees.make_many_files(src, 200, size=1024, per_dir=50, rng=rng)
+    trees.make_many_files(src / 'cache', 20, size=2048, per_dir=50, rng=rng)
     dest = mnt / 'snaps'
-    ref = freeze(src, workdir(ext4) / 'ref')
+    ref = copy_reference(src, workdir(ext4) / 'ref')
     st = os.stat(src)
     subprocess.run(['rm', '-rf', str(ref / 'cache')], check=True)
     os.utime(ref, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -307,7 +309,7 @@ def test_enospc_btrfs_snapshot_of_a_full_filesystem(ext4, loop_fs, workdir):
             else:
                 problems.append('published snapshots changed: %s -> %s' % (before, after))
     for name in snapshot_names(dest):
-        problems += _faults.tree_problems(ref, dest / name)
+        problems += oracles.tree_problems(ref, dest / name)
     left = [n for n in partials(dest) if not (outcome.endswith('(bug B3)') and n.endswith('.json.tmp'))]
     if left:
         problems.append('leftovers: %s' % left)

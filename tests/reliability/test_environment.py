@@ -13,9 +13,12 @@ import subprocess
 
 import pytest
 
-import _faults
-from _faults import TALLY, Chain, Job, freeze, latest, partials, snapshot_names
-from _trees import tree_state
+from helpers import faults, prereq, processes, trees
+from helpers.faults import TALLY, Chain
+from helpers.oracles import tree_state
+from helpers.processes import Job
+from helpers.snapshots import latest, partials, snapshot_names
+from helpers.trees import copy_reference
 
 NOBODY = 65534
 
@@ -26,20 +29,20 @@ def _remount(mnt, opt):
 
 @pytest.mark.parametrize('kind', ['ext4', 'xfs', 'btrfs'])
 def test_readonly_dest_between_runs(kind, ext4, loop_fs, workdir):
-    rng = _faults.rng_for('ro-' + kind)
+    rng = faults.rng_for('ro-' + kind)
     target = loop_fs(kind, '300M' if kind == 'xfs' else '128M')
     work = workdir(ext4)
     src = work / 'src'
-    _faults.make_tree(src, 200, rng)
+    trees.make_many_files(src, 200, size=2048, per_dir=50, rng=rng)
     dest = target / 'snaps'
     job = Job(work, src, dest, keep={'last': 3})
     chain = Chain(dest, 3, job)
-    chain.expect(freeze(src, work / 'ref0'))
+    chain.expect(copy_reference(src, work / 'ref0'))
     assert job.run().returncode == 0
     assert chain.check() == []
-    for rnd in range(_faults.scale(1, 5)):
-        _faults.mutate(src, rng)
-        chain.expect(freeze(src, work / ('ref%d' % (rnd + 1))))
+    for rnd in range(faults.scale(1, 5)):
+        trees.mutate(src, rng)
+        chain.expect(copy_reference(src, work / ('ref%d' % (rnd + 1))))
         before = tree_state(dest)
         _remount(target, 'ro')
         try:
@@ -48,7 +51,7 @@ def test_readonly_dest_between_runs(kind, ext4, loop_fs, workdir):
         finally:
             _remount(target, 'rw')
         lost = len(problems)
-        if done.returncode != _faults.EX_FAIL or 'read-only' not in done.stderr:
+        if done.returncode != processes.EX_FAIL or 'read-only' not in done.stderr:
             problems.append('exit %d: %s' % (done.returncode, done.stderr.strip()))
         if tree_state(dest) != before:
             problems.append('the read-only root changed')
@@ -69,7 +72,7 @@ def test_readonly_dest_between_runs(kind, ext4, loop_fs, workdir):
 
 
 def _as_nobody(argv):
-    _faults.need('setpriv')
+    prereq.need('setpriv')
     return subprocess.run(['setpriv', '--reuid=%d' % NOBODY, '--regid=%d' % NOBODY, '--clear-groups',
                            '--inh-caps=-all'] + argv, capture_output=True, text=True, check=False, cwd='/',
                           timeout=300)
@@ -87,16 +90,16 @@ def test_unreadable_entries_as_unprivileged_user(kind, request, reachable, workd
     unreadable directory into it: each run fails with exit 1 naming the entry ("permission
     denied"), leaves nothing, and the earlier snapshot stays complete and latest."""
     mnt = request.getfixturevalue(kind)
-    rng = _faults.rng_for('nobody-' + kind)
+    rng = faults.rng_for('nobody-' + kind)
     work = workdir(mnt)
     os.chmod(work, 0o755)
     src = work / 'src'
-    _faults.make_tree(src, 100, rng)
+    trees.make_many_files(src, 100, size=2048, per_dir=50, rng=rng)
     job = Job(work, src, work / 'snaps', keep={'last': 3})
     _chown_tree(work, NOBODY)
     chain = Chain(job.dest, 3)
-    chain.expect(freeze(src, workdir(mnt) / 'ref0'))
-    first = _as_nobody(_faults.cli_argv(job.etc, 'run', job.name))
+    chain.expect(copy_reference(src, workdir(mnt) / 'ref0'))
+    first = _as_nobody(processes.cli_argv(job.etc, 'run', job.name))
     assert first.returncode == 0, first.stderr
     assert chain.check() == []
     cases = [('file', src / 'd000' / 'root-only', 'open'), ('directory', src / 'private', 'open directory')]
@@ -108,10 +111,10 @@ def test_unreadable_entries_as_unprivileged_user(kind, request, reachable, workd
             path.mkdir(mode=0o700)
             (path / 'inner').write_bytes(b'x')
         before = snapshot_names(job.dest)
-        done = _as_nobody(_faults.cli_argv(job.etc, 'run', job.name))
+        done = _as_nobody(processes.cli_argv(job.etc, 'run', job.name))
         problems = chain.check(listed=False)
         rel = os.path.relpath(path, src)
-        if done.returncode != _faults.EX_FAIL or '%s: %s: permission denied' % (action, rel) not in done.stderr:
+        if done.returncode != processes.EX_FAIL or '%s: %s: permission denied' % (action, rel) not in done.stderr:
             problems.append('exit %d: %s' % (done.returncode, done.stderr.strip()))
         if snapshot_names(job.dest) != before or latest(job.dest) != before[-1]:
             problems.append('published snapshots changed: %s -> %s' % (before, snapshot_names(job.dest)))
@@ -121,7 +124,7 @@ def test_unreadable_entries_as_unprivileged_user(kind, request, reachable, workd
                      % (what, action), lost=len(problems))
         subprocess.run(['rm', '-rf', str(path)], check=True)
         assert not problems, '\n'.join(problems)
-    done = _as_nobody(_faults.cli_argv(job.etc, 'run', job.name))
+    done = _as_nobody(processes.cli_argv(job.etc, 'run', job.name))
     assert done.returncode == 0, done.stderr
 
 
@@ -146,12 +149,12 @@ def test_unmounted_dest(layout, ext4, loop_fs, workdir):
     initialized while mounted.  The filesystem is not mounted for one run: that run must not
     start a new chain on the parent filesystem (it refuses: exit 1, naming the root) and the
     real chain, mounted again, goes on where it was."""
-    rng = _faults.rng_for('unmounted-' + layout)
+    rng = faults.rng_for('unmounted-' + layout)
     parent = loop_fs('ext4', '64M')             # the filesystem the mount point lives on
     data = loop_fs('xfs', '300M')
     work = workdir(ext4)
     src = work / 'src'
-    _faults.make_tree(src, 100, rng)
+    trees.make_many_files(src, 100, size=2048, per_dir=50, rng=rng)
     mp = parent / 'backup'
     mp.mkdir()
     dest = mp / 'snaps' if layout == 'root-inside-the-mount' else mp
@@ -159,7 +162,7 @@ def test_unmounted_dest(layout, ext4, loop_fs, workdir):
     with _bind(data, mp):
         job.init()
         chain = Chain(dest, 3, job)
-        chain.expect(freeze(src, work / 'ref0'))
+        chain.expect(copy_reference(src, work / 'ref0'))
         assert job.run().returncode == 0 and job.run().returncode == 0
         assert chain.check() == []
         state = tree_state(dest)
@@ -174,7 +177,7 @@ def test_unmounted_dest(layout, ext4, loop_fs, workdir):
         else:
             words = done.stderr.strip().split(': ', 1)[-1].split(' (')[0].replace(str(dest), 'DEST')
             outcome = 'exit %d: "%s"' % (done.returncode, words)
-            if done.returncode != _faults.EX_FAIL or str(dest) not in done.stderr:
+            if done.returncode != processes.EX_FAIL or str(dest) not in done.stderr:
                 problems.append('exit %d: %s' % (done.returncode, done.stderr.strip()))
         if tree_state(parent) != parent_before:
             problems.append('the run while unmounted wrote to the parent filesystem')

@@ -20,17 +20,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import _faults
-from _faults import TALLY
-from _trees import tree_state
+from helpers import faults
+from helpers.faults import TALLY
+from helpers.oracles import tree_state
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _retention
 from ansible_collections.fslinks.snapshots.plugins.module_utils._reflink_copy import reflink_copy
 from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import LinkError
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import METHODS, Request, run
 
-EXAMPLES = _faults.scale(150, 1500)
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=not _faults.LONG, database=None,
+EXAMPLES = faults.scale(150, 1500)
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=not faults.LONG, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                            HealthCheck.data_too_large, HealthCheck.filter_too_much])
 
@@ -242,7 +242,7 @@ ANYTHING = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.fl
                         max_leaves=8)
 
 
-@settings(max_examples=_faults.scale(300, 3000), deadline=None, database=None)
+@settings(max_examples=faults.scale(300, 3000), deadline=None, database=None)
 @given(ANYTHING)
 def test_parse_keep_raises_only_value_error(value):
     try:
@@ -254,7 +254,7 @@ def test_parse_keep_raises_only_value_error(value):
     assert all(isinstance(v, int) and 0 <= v <= _retention.KEEP_MAX for v in policy.values())
 
 
-@settings(max_examples=_faults.scale(300, 3000), deadline=None, database=None)
+@settings(max_examples=faults.scale(300, 3000), deadline=None, database=None)
 @given(st.one_of(st.text(max_size=30), st.from_regex(r'\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{6}Z(-[0-9]{1,3})?\s?\Z'), ANYTHING))
 def test_parse_snapshot_name_is_total(value):
     parsed = _retention.parse_snapshot_name(value)
@@ -264,11 +264,11 @@ def test_parse_snapshot_name_is_total(value):
 
 UTC = datetime.timezone.utc
 GAPS = st.lists(st.one_of(st.integers(0, 120), st.integers(60, 7200), st.integers(3600, 40 * 86400)),
-                min_size=1, max_size=_faults.scale(60, 200))
+                min_size=1, max_size=faults.scale(60, 200))
 POLICIES = st.fixed_dictionaries({}, optional={k: st.integers(0, 5) for k in _retention.KEEP_KEYS})
 
 
-@settings(max_examples=_faults.scale(200, 2000), deadline=None, database=None)
+@settings(max_examples=faults.scale(200, 2000), deadline=None, database=None)
 @given(GAPS, POLICIES)
 def test_pruning_after_every_run_equals_one_pruning_of_the_history(gaps, policy):
     """A job prunes after each snapshot; what is left must be what one select() over every

@@ -17,9 +17,10 @@ import re
 
 import pytest
 
-import _faults
-from _faults import TALLY, Job
-from _trees import tree_state
+from helpers import processes
+from helpers.faults import TALLY
+from helpers.oracles import tree_state
+from helpers.processes import Job
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _jobs
 
@@ -202,7 +203,7 @@ def test_file_names_cannot_forge_log_lines(xfs, ext4, workdir):
     work = workdir(ext4)
     job = Job(work, src, work / 'snaps')
     done = job.run(env={'INVOCATION_ID': 'fslinks-test'})
-    assert done.returncode == _faults.EX_FAIL, done
+    assert done.returncode == processes.EX_FAIL, done
     assert 'too large' in done.stderr.lower(), done.stderr
     TALLY.record('local-user', 'xfs', 'a file bigger than the destination allows (17 TiB sparse, ext4 dest): '
                  'run fails, exit 1, every run until it is gone')

@@ -16,9 +16,9 @@ import re
 
 import pytest
 
-from _faults import TALLY
-from _treeutil import run_tasks
-from _trees import tree_state
+from helpers.ansible_run import run_tasks
+from helpers.faults import TALLY
+from helpers.oracles import tree_state
 
 BIG = 10 ** 30
 

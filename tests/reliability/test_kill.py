@@ -19,10 +19,12 @@ import time
 
 import pytest
 
-import _faults
-from _faults import TALLY, Chain, Job, freeze, inodes_of, known_bug, latest, linked_outside, partials, snapshot_names
-from _snapshots import create_subvolume
-from _trees import remove_tree
+from helpers import faults, oracles, trees
+from helpers.faults import TALLY, Chain, known_bug
+from helpers.oracles import inodes_of, linked_outside
+from helpers.processes import Job
+from helpers.snapshots import latest, partials, snapshot_names
+from helpers.trees import copy_reference, create_subvolume, remove_tree
 
 KEEP = 3
 CASES = [
@@ -31,15 +33,15 @@ CASES = [
     ('xfs-reflink', 'xfs', 'reflink', False, ()),
     ('btrfs-subvolume', 'btrfs', 'btrfs', True, ('/cache/',)),
 ]
-if _faults.LONG:
+if faults.LONG:
     CASES.append(('btrfs-reflink', 'btrfs', 'reflink', False, ()))
 
-KILLS = _faults.scale(3, 20)
-FILES = _faults.scale(1200, 2500)
+KILLS = faults.scale(3, 20)
+FILES = faults.scale(1200, 2500)
 
 
 def _freeze(src, dest, excludes):
-    ref = freeze(src, dest)
+    ref = copy_reference(src, dest)
     if excludes:
         st = os.stat(src)
         remove_tree(ref / 'cache')
@@ -58,7 +60,7 @@ def _phase(dest, before, proc_done, total, method):
     if building:
         if method == 'btrfs':
             return 'subvolume snapshot taken, not yet published'
-        done = _faults.count_entries(dest / building[0])
+        done = oracles.count_entries(dest / building[0])
         quarter = min(3, int(4 * done / max(total, 1)))
         return 'building the snapshot (%d-%d%% of entries)' % (25 * quarter, 25 * quarter + 25)
     if new:
@@ -88,14 +90,14 @@ def _released(job, work):
 def test_sigkill_then_normal_run(case, request, workdir):
     name, fixture, method, subvolume, excludes = case
     mnt = request.getfixturevalue(fixture)
-    rng = _faults.rng_for(request.node.nodeid)
+    rng = faults.rng_for(request.node.nodeid)
     work = workdir(mnt)
     src = work / 'src'
     if subvolume:
         create_subvolume(src)
-    _faults.make_tree(src, FILES, rng)
+    trees.make_many_files(src, FILES, size=2048, per_dir=50, rng=rng)
     if excludes:
-        _faults.make_tree(src / 'cache', 50, rng)
+        trees.make_many_files(src / 'cache', 50, size=2048, per_dir=50, rng=rng)
     refs = work / 'refs'
     refs.mkdir()
     dest = work / 'snaps'
@@ -108,7 +110,7 @@ def test_sigkill_then_normal_run(case, request, workdir):
     assert done.returncode == 0, done.stderr
     assert ('by %s' % method) in done.stdout, done.stdout
     assert chain.check() == []
-    _faults.mutate(src, rng)
+    trees.mutate(src, rng)
     chain.expect(_freeze(src, refs / 'r-second', excludes))
     proc = _released(job, work)
     started = time.monotonic()
@@ -120,9 +122,9 @@ def test_sigkill_then_normal_run(case, request, workdir):
 
     for kill in range(KILLS):
         if rng.random() < 0.7:
-            _faults.mutate(src, rng)
+            trees.mutate(src, rng)
             chain.expect(_freeze(src, refs / ('r%03d' % kill), excludes))
-        total = _faults.count_entries(src)
+        total = oracles.count_entries(src)
         rounds = 2 if rng.random() < 0.25 else 1      # sometimes kill the cleanup run too
         phases = []
         for again in range(rounds):

@@ -15,8 +15,10 @@ import time
 
 import pytest
 
-import _faults
-from _faults import TALLY, Job, latest, snapshot_names
+from helpers import processes, snapshots
+from helpers.faults import TALLY
+from helpers.processes import Job
+from helpers.snapshots import latest, snapshot_names
 
 NOBODY = 65534
 
@@ -90,14 +92,14 @@ def test_snapshot_root_and_files_are_private(ext4, workdir):
     (src / 'f').write_bytes(b'x')
     os.chmod(src, 0o755)
     job = Job(work, src, work / 'snaps', init=False)
-    init = subprocess.run(['sh', '-c', 'umask 000 && exec "$@"', 'sh'] + _faults.cli_argv(job.etc, 'init', 'data'),
+    init = subprocess.run(['sh', '-c', 'umask 000 && exec "$@"', 'sh'] + processes.cli_argv(job.etc, 'init', 'data'),
                           capture_output=True, text=True, check=False)
     assert init.returncode == 0, init.stderr
     assert job.run().returncode == 0
     dest = work / 'snaps'
     snap = snapshot_names(dest)[-1]
     assert _mode(dest) == 0o700
-    assert _mode(dest / _faults.LOCK_NAME) == 0o600
+    assert _mode(dest / snapshots.LOCK_NAME) == 0o600
     assert _mode(dest / (snap + '.json')) == 0o600
     assert _mode(dest / snap) == 0o755, 'the snapshot itself has src\'s mode; the root is the gate'
     shared = work / 'shared'
@@ -121,7 +123,7 @@ def test_logs_and_metrics_of_a_success_carry_no_file_names(xfs, workdir):
 
 
 def _held_lock(dest):
-    fd = os.open(os.path.join(dest, _faults.LOCK_NAME), os.O_RDWR)
+    fd = os.open(os.path.join(dest, snapshots.LOCK_NAME), os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return fd
 
@@ -142,7 +144,7 @@ def test_a_busy_run_leaves_the_metrics_alone(ext4, workdir):
         busy = job.run()
     finally:
         os.close(fd)
-    assert busy.returncode == _faults.EX_BUSY
+    assert busy.returncode == processes.EX_BUSY
     if job.metric('last_run_status') == 0:
         TALLY.record('concurrent', 'ext4', 'a run that finds the lock held writes last_run_status 0 (M1)')
         pytest.xfail('M1: exit 75 wrote fslinks_snapshot_last_run_status 0 while the other run is still working')
@@ -241,7 +243,7 @@ def test_a_user_owning_srcs_parent_cannot_point_the_job_elsewhere(ext4, workdir,
                      'parent: the job snapshots that directory, modes kept (S1)')
         pytest.xfail('S1: the job followed %s -> %s' % (home / 'data', secret))
     TALLY.record('local-user', 'ext4', 'src swapped for a symlink by the owner of its parent: refused')
-    assert run.returncode == _faults.EX_FAIL
+    assert run.returncode == processes.EX_FAIL
 
 
 def test_src_swapped_after_the_checks(ext4, workdir, monkeypatch):

@@ -25,15 +25,18 @@ import time
 
 import pytest
 
-import _faults
-from _faults import TALLY, Job, freeze, latest, partials, snapshot_names
-from _trees import tree_state
+from helpers import faults, oracles, processes, snapshots, trees
+from helpers.faults import TALLY
+from helpers.oracles import tree_state
+from helpers.processes import Job
+from helpers.snapshots import latest, partials, snapshot_names
+from helpers.trees import copy_reference
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _walk
 from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import LinkError
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
 
-RUNS = _faults.scale(3, 25)
+RUNS = faults.scale(3, 25)
 CLEAR = re.compile(r'(changed while being read|replaced while being read|no such file or directory|'
                    r'is a symlink, and symlinks are never followed|a component of the path is not a directory)')
 ETC_NAMES = {b'passwd', b'group', b'hostname', b'os-release', b'fstab'}
@@ -159,7 +162,7 @@ def _etc_artifacts():
     """Names a snapshot run would leave in /etc had it written there."""
     bad = []
     for name in os.listdir('/etc'):
-        if name.endswith(('.partial', '.deleting', '.links')) or name == _faults.LOCK_NAME or \
+        if name.endswith(('.partial', '.deleting', '.links')) or name == snapshots.LOCK_NAME or \
                 re.match(r'\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{6}Z', name) or '.fslinks-' in name:
             bad.append(name)
     return bad
@@ -169,17 +172,17 @@ def _etc_artifacts():
 @pytest.mark.parametrize('kind', ['ext4', 'xfs', 'btrfs'])
 def test_source_mutated_during_runs(kind, request, workdir):
     mnt = request.getfixturevalue(kind)
-    rng = _faults.rng_for(request.node.nodeid)
+    rng = faults.rng_for(request.node.nodeid)
     work = workdir(mnt)
     src = work / 'src'
-    _faults.make_tree(src / 'stable', 600, rng)
+    trees.make_many_files(src / 'stable', 600, size=2048, per_dir=50, rng=rng)
     sentinel = work / 'sentinel'
     sentinel.mkdir()
     token = b'SENTINEL-TOKEN-%016x' % rng.getrandbits(64)
     for i in range(5):
         _write(sentinel / ('SENTINEL-%d' % i), token)
     sentinel_state = tree_state(sentinel)
-    stable_ref = freeze(src / 'stable', work / 'stable-ref')
+    stable_ref = copy_reference(src / 'stable', work / 'stable-ref')
     dest = work / 'snaps'
     job = Job(work, src, dest, keep={'last': 4})
     mutator = Mutator(src / 'volatile', sentinel, rng)
@@ -201,7 +204,7 @@ def test_source_mutated_during_runs(kind, request, workdir):
             record = json.loads((dest / (new + '.json')).read_text())
             changed = record['stats']['changed_during_run']
             outcome = 'completed, %s' % ('changed_during_run 0' if not changed else 'changed_during_run > 0 (counted)')
-            problems += _faults.tree_problems(stable_ref, dest / new / 'stable')
+            problems += oracles.tree_problems(stable_ref, dest / new / 'stable')
             if new in before:
                 problems.append('exit 0 but no new snapshot')
         else:
@@ -213,7 +216,7 @@ def test_source_mutated_during_runs(kind, request, workdir):
             if not found and re.search(r'copy: volatile/swap/dir: Invalid argument', msg):
                 found = True            # a symlink that became a directory again before readlink
                 outcome = 'failed: "copy: ...: Invalid argument" (bug B9: should say "replaced while being read")'
-            if done.returncode != _faults.EX_FAIL or not found:
+            if done.returncode != processes.EX_FAIL or not found:
                 problems.append('unclear failure (exit %d): %s' % (done.returncode, msg))
             if after != before or latest(dest) != latest_before:
                 problems.append('a failed run changed the published snapshots: %s -> %s' % (before, after))
@@ -221,7 +224,7 @@ def test_source_mutated_during_runs(kind, request, workdir):
                 problems.append('leftovers: %s' % partials(dest))
         for name in after:
             problems += _outside_problems(dest / name, token)
-            problems += _faults.tree_problems(stable_ref, dest / name / 'stable')
+            problems += oracles.tree_problems(stable_ref, dest / name / 'stable')
         if tree_state(sentinel) != sentinel_state:
             problems.append('the sentinel directory outside src changed')
         if _etc_artifacts() != etc_before:
@@ -399,7 +402,7 @@ def test_run_after_kill_during_prune(ext4, workdir):
     try:
         result = run(Request(str(src), str(dest)))
     except LinkError as exc:
-        if _faults.known_bug(str(exc)) == 'B2':
+        if faults.known_bug(str(exc)) == 'B2':
             pytest.xfail('bug B2: %s' % exc)
         raise
     assert sorted(os.path.basename(p) for p in result['leftovers_removed']) == [old + '.deleting', old + '.json'] or \

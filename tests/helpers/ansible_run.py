@@ -1,6 +1,7 @@
 # Copyright: fslinks.snapshots contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Run ansible / ansible-playbook against localhost from tests and get results back."""
+"""Run ansible / ansible-playbook against localhost from tests and get results back: one module
+(run_adhoc), a playbook (run_playbook), or many tasks in one ansible-playbook process (run_tasks)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
-COLLECTIONS = ROOT / '.collections'
+from . import COLLECTIONS, TESTS
+
+# Our stdout callback writes one JSON line per task result to FSLINKS_TEST_RESULT_FILE.
+_RESULT_CALLBACK = {
+    'ANSIBLE_LOAD_CALLBACK_PLUGINS': '1',
+    'ANSIBLE_CALLBACK_PLUGINS': str(TESTS / 'callback_plugins'),
+    'ANSIBLE_STDOUT_CALLBACK': 'fslinks_test_result',
+}
 
 
 class AnsibleRunError(RuntimeError):
@@ -65,12 +71,7 @@ def run_adhoc(module, args=None, check=False, diff=False, extra_args=(), env=Non
         if diff:
             argv.append('--diff')
         argv += list(extra_args)
-        run_env = ansible_env(
-            ANSIBLE_LOAD_CALLBACK_PLUGINS='1',
-            ANSIBLE_CALLBACK_PLUGINS=str(TESTS / 'callback_plugins'),
-            ANSIBLE_STDOUT_CALLBACK='fslinks_test_result',
-            FSLINKS_TEST_RESULT_FILE=out.name,
-        )
+        run_env = ansible_env(FSLINKS_TEST_RESULT_FILE=out.name, **_RESULT_CALLBACK)
         run_env.update(env or {})
         proc = subprocess.run(argv, env=run_env, capture_output=True, text=True, timeout=timeout, check=False)
         lines = [json.loads(line) for line in out.read().splitlines() if line.strip()]
@@ -99,3 +100,17 @@ def run_playbook(playbook, extra_args=(), env=None, check=False, timeout=900):
         run_env = ansible_env()
         run_env.update(env or {})
         return subprocess.run(argv, env=run_env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def run_tasks(tasks, check=False, timeout=600):
+    """Run TASKS (a list of task dicts) in one ansible-playbook process on localhost and
+    return one (status, result) per task run, in order.  JSON is YAML, so the playbook is
+    written as JSON."""
+    play = [{'hosts': 'localhost', 'gather_facts': False, 'tasks': tasks}]
+    with tempfile.NamedTemporaryFile('r', prefix='fslinks-batch-', suffix='.jsonl') as out:
+        proc = run_playbook(json.dumps(play, indent=1) + '\n', check=check, timeout=timeout,
+                            env=dict(_RESULT_CALLBACK, FSLINKS_TEST_RESULT_FILE=out.name))
+        lines = [json.loads(line) for line in out.read().splitlines() if line.strip()]
+    if not lines:
+        raise AnsibleRunError('ansible-playbook gave no result', proc)
+    return [(line['status'], line['result']) for line in lines]

@@ -1,6 +1,8 @@
 # Copyright: fslinks.snapshots contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Loopback filesystems for tests: make one, mount it, and always unmount and detach it."""
+"""Loopback filesystems for tests: make one, mount it, and always unmount and detach it.
+
+Standalone on purpose (no imports from this package): bench/_common.py loads this file by path."""
 
 from __future__ import annotations
 

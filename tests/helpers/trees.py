@@ -1,17 +1,17 @@
 # Copyright: fslinks.snapshots contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Test trees that exercise every corner rsync -aHAX preserves, and oracles to compare trees.
+"""Building test trees, and removing them.
 
-make_hostile_tree(root)      build the tree (needs root: mknod, chown); returns a HostileTree
-                             with the notable paths (sparse file, hard links, ...)
-make_many_files(root, n)     a plain tree of N small files (kill tests, timing)
-rsync_diff(src, dest)        lines of `rsync -aHAXn --checksum -i --numeric-ids` (empty = equal)
-assert_same_tree(src, dest)  rsync oracle plus a Python walk comparing nanosecond times, owners,
-                             modes and the hard-link structure
+make_hostile_tree(root)      the one rich tree: every corner rsync -aHAX preserves (needs root:
+                             mknod, chown); returns a HostileTree with the notable paths
+make_many_files(root, n)     N plain small files with distinct content (kill tests, timing, ENOSPC)
+mutate(root, rng)            change, delete and add some of those files
+write(path, data)            one file with an optional mode and nanosecond mtime
 copy_reference(src, dest)    a reference copy (cp -a) of SRC as it is now
+create_subvolume(path)       a btrfs subvolume
 remove_tree(path)            rm -rf that also deletes (read-only) btrfs subvolumes
-tree_state(root)             {relpath: (type, mode, uid, gid, size, mtime_ns, target/rdev, xattrs)}
-                             to prove a tree did not change
+
+The oracles that compare trees are in helpers.oracles.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ ODD_NAMES = [
 ]
 
 
+# A base for nanosecond timestamps: odd nanoseconds, so that a copy made with
+# microsecond or second precision shows.
+NS = 1_600_000_000_123_456_789
+
+
 @dataclass
 class HostileTree:
     root: Path
@@ -49,6 +54,7 @@ class HostileTree:
     hardlinks: list = field(default_factory=list)
     deep_file: Path = None
     files: int = 0          # regular file names (hard-linked names each count)
+    outside: Path = None    # what links/outside-dir points at (make_hostile_tree(root, outside))
 
 
 def _b(path):
@@ -64,18 +70,38 @@ def _write(path, data, mode=0o644):
     os.chmod(path, mode)
 
 
+def write(path, data, mtime_ns=None, mode=None):
+    """Write DATA to PATH (str, bytes or Path); set MODE and the mtime (nanoseconds) if given."""
+    path = os.fsencode(path)
+    with open(path, 'wb') as f:
+        f.write(data)
+    if mode is not None:
+        os.chmod(path, mode)
+    if mtime_ns is not None:
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+    return path
+
+
+def data(size):
+    """SIZE bytes of random (incompressible) data."""
+    return os.urandom(size)
+
+
 def _setfacl(args, path):
     subprocess.run(['setfacl'] + args + ['--', os.fsdecode(path)], check=True, capture_output=True)
 
 
-def make_hostile_tree(root: Path) -> HostileTree:
-    """Fill ROOT (an existing empty directory) with a tree rsync -aHAX must copy exactly.
+def make_hostile_tree(root: Path, outside: Path = None) -> HostileTree:
+    """Fill ROOT (made if missing, else an empty directory) with a tree rsync -aHAX must copy
+    exactly.  OUTSIDE: an existing directory outside ROOT; if given, it gets a file 'marker' and
+    links/outside-dir points at it (a copy must keep the symlink and never descend into it).
 
     Needs root privileges (device nodes, chown).  Every entry's mtime (also directories',
     and symlinks' own) is set with a distinct nanosecond part, directories last.
     """
     root = Path(root)
     r = _b(root)
+    os.makedirs(r, exist_ok=True)
     tree = HostileTree(root=root)
     j = os.path.join
 
@@ -142,6 +168,10 @@ def make_hostile_tree(root: Path) -> HostileTree:
     os.symlink(b'tar\nget \xff', j(r, b'links', b'odd-target'))
     os.symlink(b'../plain.txt', j(r, b'links', b'owned-link'))
     os.lchown(j(r, b'links', b'owned-link'), 1234, 5678)
+    if outside is not None:
+        tree.outside = Path(outside)
+        _write(j(_b(outside), b'marker'), b'outside the tree\n')
+        os.symlink(_b(outside), j(r, b'links', b'outside-dir'))
 
     # Specials: fifo, character and block device nodes.
     os.mkdir(j(r, b'dev'))
@@ -203,124 +233,51 @@ def make_hostile_tree(root: Path) -> HostileTree:
     return tree
 
 
-def make_many_files(root: Path, count: int, size: int = 1024, per_dir: int = 100):
-    """COUNT files of SIZE bytes (distinct content) in directories of PER_DIR files."""
+def make_many_files(root: Path, count: int, size: int = 1024, per_dir: int = 100, rng=None):
+    """COUNT files of SIZE bytes with distinct content (each starts with its number) in
+    directories of PER_DIR files below ROOT (made if missing).  Without RNG the rest of each
+    file repeats its number (cheap, reproducible); with RNG (a random.Random) it is random
+    bytes from it, so that replaying a seed replays the tree."""
     root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         d = root / ('d%03d' % (i // per_dir))
         if i % per_dir == 0:
-            d.mkdir(parents=True, exist_ok=True)
-        (d / ('f%05d' % i)).write_bytes((b'%08d' % i) * (size // 8))
+            d.mkdir(exist_ok=True)
+        head = b'%08d' % i
+        body = rng.randbytes(max(0, size - 8)) if rng is not None else head * (size // 8 - 1)
+        (d / ('f%05d' % i)).write_bytes(head + body)
 
 
-# ---------------------------------------------------------------- oracles
-
-RSYNC = ['rsync', '-aHAXn', '--checksum', '--itemize-changes', '--numeric-ids']
-
-
-def rsync_diff(src, dest, nanoseconds=True, extra=()):
-    """What rsync -aHAX would still change to make DEST like SRC: [] when equal.
-
-    rsync compares mtimes to the second by default; ``--modify-window=-1`` makes it compare
-    nanoseconds too.  EXTRA: more rsync options (``--exclude=...``, ``--delete``).
-    """
-    argv = list(RSYNC) + (['--modify-window=-1'] if nanoseconds else []) + list(extra)
-    proc = subprocess.run(argv + [os.fsencode(src).rstrip(b'/') + b'/', os.fsencode(dest).rstrip(b'/') + b'/'],
-                          capture_output=True, check=False)
-    assert proc.returncode == 0, 'rsync failed (%d): %r' % (proc.returncode, proc.stderr)
-    return [line for line in proc.stdout.split(b'\n') if line]
-
-
-def tree_state(root, with_atime=False):
-    """Everything rsync -aHAX preserves about every entry below ROOT, keyed by relative path
-    (bytes), plus inode groups: for 'did this old snapshot change?' checks."""
-    root = _b(root)
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = os.path.join(dirpath, name)
-            rel = os.path.relpath(p, root)
-            out[rel] = entry_state(p)
-    out[b'.'] = entry_state(root)
-    return out
-
-
-def entry_state(p):
-    st = os.lstat(p)
-    kind = stat.S_IFMT(st.st_mode)
-    extra = None
-    if stat.S_ISLNK(st.st_mode):
-        extra = os.readlink(p)
-    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-        extra = st.st_rdev
-    elif stat.S_ISREG(st.st_mode):
-        with open(p, 'rb') as f:
-            extra = hash(f.read())
-    xattrs = {}
-    if not stat.S_ISLNK(st.st_mode):
-        try:
-            xattrs = {n: os.getxattr(p, n, follow_symlinks=False) for n in os.listxattr(p, follow_symlinks=False)}
-        except OSError:
-            xattrs = None
-    return (kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size if kind == stat.S_IFREG else None,
-            st.st_mtime_ns, extra, tuple(sorted(xattrs.items())) if xattrs else ())
-
-
-def nanosecond_diff(src, dest):
-    """Relative paths whose mtime (to the nanosecond) or owner differs between SRC and DEST,
-    checked by a plain walk (independent of rsync)."""
-    src, dest = _b(src), _b(dest)
-    bad = []
-    for dirpath, dirnames, filenames in os.walk(src):
-        for name in [None] + dirnames + filenames:
-            p = dirpath if name is None else os.path.join(dirpath, name)
-            rel = os.path.relpath(p, src)
-            a = os.lstat(p)
-            try:
-                b = os.lstat(os.path.join(dest, rel))
-            except FileNotFoundError:
-                bad.append((rel, 'missing'))
-                continue
-            if a.st_mtime_ns != b.st_mtime_ns:
-                bad.append((rel, 'mtime', a.st_mtime_ns, b.st_mtime_ns))
-            if (a.st_uid, a.st_gid, a.st_mode) != (b.st_uid, b.st_gid, b.st_mode):
-                bad.append((rel, 'owner/mode', (a.st_uid, a.st_gid, oct(a.st_mode)), (b.st_uid, b.st_gid, oct(b.st_mode))))
-    return bad
-
-
-def link_groups(root):
-    """The hard-link structure inside ROOT: a set of frozensets of relative paths (bytes) that
-    are one inode (only groups of two names or more).  Links to inodes outside ROOT (a previous
-    snapshot) do not count."""
-    root = _b(root)
-    by_inode = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            if stat.S_ISREG(st.st_mode):
-                by_inode.setdefault((st.st_dev, st.st_ino), []).append(os.path.relpath(p, root))
-    return {frozenset(names) for names in by_inode.values() if len(names) > 1}
-
-
-def assert_same_tree(src, dest):
-    """DEST is what rsync -aHAX --numeric-ids makes of SRC: rsync has nothing to do (comparing
-    checksums and nanosecond mtimes), a walk agrees, and the hard links inside are the same
-    (rsync -n does not notice names that are linked in DEST but not in SRC)."""
-    diff = rsync_diff(src, dest)
-    assert diff == [], 'rsync -aHAXn --checksum -i %s/ %s/ reports:\n%s' % (
-        src, dest, b'\n'.join(diff).decode('utf-8', 'backslashreplace'))
-    bad = nanosecond_diff(src, dest)
-    assert bad == [], bad
-    assert link_groups(src) == link_groups(dest), 'hard links differ'
+def mutate(root, rng, fraction=0.05):
+    """Change a fraction of the files (new data, new mtime), delete a few, add a few."""
+    root = Path(root)
+    files = sorted(p for p in root.rglob('f*') if p.is_file())
+    if not files:
+        return
+    for p in rng.sample(files, max(1, int(len(files) * fraction))):
+        p.write_bytes(rng.randbytes(rng.randint(0, 8192)))
+    for p in rng.sample(files, max(1, int(len(files) * fraction / 4))):
+        if p.exists():
+            p.unlink()
+    d = root / ('new-%08x' % rng.getrandbits(32))
+    d.mkdir()
+    for i in range(rng.randint(1, 20)):
+        (d / ('f-new-%d' % i)).write_bytes(rng.randbytes(rng.randint(0, 4096)))
 
 
 def copy_reference(src, dest):
     """A reference copy of SRC at DEST (the 'src state at that time'), made by cp -a, which keeps
-    modes, owners, nanosecond times, xattrs, ACLs and inner hard links.  (Not rsync: rsync 3.5.0
-    here sometimes leaves a directory's mtime at the copy time.)"""
+    modes, owners, nanosecond times, xattrs, ACLs and inner hard links; returns DEST as a Path.
+    (Not rsync: rsync 3.5.0 here sometimes leaves a directory's mtime at the copy time.)"""
     subprocess.run(['cp', '-a', '--sparse=always', '--no-target-directory', os.fsencode(src), os.fsencode(dest)],
                    check=True, capture_output=True)
+    return Path(dest)
+
+
+def create_subvolume(path):
+    subprocess.run(['btrfs', 'subvolume', 'create', str(path)], check=True, capture_output=True)
+    return Path(path)
 
 
 def remove_tree(path):
