@@ -12,10 +12,11 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: help setup test pytest sanity build-check molecule demo lint changelog-lint clean bench bench-profile fleet
+.PHONY: docs docs-lint
 
 help:
 	@echo "make setup        system packages, .venv, .collections symlink (idempotent)"
-	@echo "make test         pytest, sanity, build-check, molecule, lint (what CI runs)"
+	@echo "make test         pytest, sanity, build-check, molecule, lint, docs-lint (what CI runs)"
 	@echo "make pytest       only the pytest suite (PYTEST_ARGS='-k xfs -x' to narrow it)"
 	@echo "make sanity       only ansible-test sanity (offline, on a copy of the tree)"
 	@echo "make build-check  build the tarball, install it, ansible-doc every module"
@@ -23,6 +24,8 @@ help:
 	@echo "                  (MOLECULE_SCENARIOS='modules' to pick; scripts/molecule.sh SCENARIO CMD)"
 	@echo "make demo         scripts/demo.sh"
 	@echo "make lint         ansible-lint (once roles/ exists)"
+	@echo "make docs-lint    antsibull-docs lint of the modules' and the role's docs (part of make test)"
+	@echo "make docs         HTML docs site (antsibull-docs + Sphinx, offline) -> tests/output/docs/build/html"
 	@echo "make bench        benchmark vs rsync/cp/btrfs (root, ~30 min; BENCH_ARGS=...) -> docs/benchmarks.md"
 	@echo "make bench-profile  cProfile + strace -c of the hardlink method (PROFILE_ARGS='--fs xfs')"
 	@echo "make reliability  long fault-injection run (root, ~15 min) -> docs/reliability.md (make test runs it short)"
@@ -40,6 +43,7 @@ test: setup
 	$(MAKE) --no-print-directory build-check || rc=1; \
 	$(MAKE) --no-print-directory molecule || rc=1; \
 	$(MAKE) --no-print-directory lint || rc=1; \
+	$(MAKE) --no-print-directory docs-lint || rc=1; \
 	if ((rc)); then echo "make test: FAILED (see above)" >&2; fi; \
 	exit $$rc
 
@@ -95,6 +99,13 @@ reliability: setup
 # with FLEET_FORKS (10) forks, controller memory; docs/fleet.md is written only if all passed.
 fleet: setup
 	scripts/fleet.sh
+
+# Markup, references and schema of every module's DOCUMENTATION and the role's argument specs.
+docs-lint: setup
+	antsibull-docs lint-collection-docs --plugin-docs . && echo "docs-lint: no findings"
+
+docs: setup
+	scripts/docs.sh
 
 changelog-lint: setup
 	antsibull-changelog lint

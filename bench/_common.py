@@ -39,7 +39,12 @@ fsutil = sys.modules.get('helpers.loopfs') or _load('fslinks_test_loopfs', ROOT 
 @contextlib.contextmanager
 def workdir(base):
     """A directory BASE/fslinks-bench-XXXX for images and mount points, with a pid file so that a
-    later run cleans it up if this one is SIGKILLed (same scheme as the test fixtures)."""
+    later run cleans it up if this one is SIGKILLed (same scheme as the test fixtures). BASE is
+    created if missing; one that cannot be ends the run with a one-line message."""
+    try:
+        os.makedirs(base, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit('bench: cannot create the work directory %s: %s' % (base, exc.strerror or exc)) from None
     if os.geteuid() == 0 and os.path.isdir(base):
         fsutil.cleanup_stale(base, LOOP_PREFIX)
     d = Path(tempfile.mkdtemp(prefix=LOOP_PREFIX, dir=base))

@@ -14,11 +14,11 @@ version_added: 0.1.0
 description:
   - Writes the engine of this collection (the files of its C(plugins/module_utils/)) into O(path)
     as the Python package C(fslinks_snapshots), which the C(fslinks-snapshot) CLI of the
-    fslinks.snapshots.snapshot_jobs role imports.
+    R(fslinks.snapshots.snapshot_jobs,ansible_collections.fslinks.snapshots.snapshot_jobs_role) role imports.
   - The files travel inside this module's own payload, so one task installs them all; each is
     replaced atomically and only when its bytes differ; engine files of an older version that no
     longer exist are removed.
-  - Used by the fslinks.snapshots.snapshot_jobs role; rarely useful on its own.
+  - Used by the R(fslinks.snapshots.snapshot_jobs,ansible_collections.fslinks.snapshots.snapshot_jobs_role) role; rarely useful on its own.
 author:
   - fslinks.snapshots contributors (@fslinks)
 options:

@@ -34,8 +34,9 @@ def test_bench_runs_on_a_tiny_tree(loop_workdir, tmp_path):
     _require_loop_fs()
     plot = importlib.util.find_spec('matplotlib') is not None
     results, docs = tmp_path / 'results', tmp_path / 'docs'
+    work = loop_workdir / 'bench-missing' / 'work'     # --workdir need not exist yet
     argv = [sys.executable, str(ROOT / 'bench' / 'run.py'), '--files', '200', '--reps', '1', '--fs', 'ext4',
-            '--no-ansible', '--workdir', str(loop_workdir), '--results-dir', str(results),
+            '--no-ansible', '--workdir', str(work), '--results-dir', str(results),
             '--docs-dir', str(docs)] + ([] if plot else ['--no-plot'])
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -70,4 +71,18 @@ def test_bench_runs_on_a_tiny_tree(loop_workdir, tmp_path):
     assert (docs / 'benchmarks.png').exists() == plot
     assert ('![benchmark plot](benchmarks.png)' in md) == plot
     # Nothing left mounted or attached from the bench's own work directory.
-    assert not list(loop_workdir.glob('fslinks-bench-*'))
+    assert not list(work.glob('fslinks-bench-*'))
+    work.rmdir()
+    work.parent.rmdir()
+
+
+def test_bench_refuses_a_workdir_it_cannot_create(tmp_path):
+    _require_loop_fs()
+    (tmp_path / 'file').write_text('')
+    work = tmp_path / 'file' / 'work'
+    argv = [sys.executable, str(ROOT / 'bench' / 'run.py'), '--files', '10', '--fs', 'ext4', '--no-ansible',
+            '--no-plot', '--workdir', str(work), '--results-dir', str(tmp_path / 'results')]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == 'bench: cannot create the work directory %s: Not a directory\n' % work
+    assert not (tmp_path / 'results').exists()
