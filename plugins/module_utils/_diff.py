@@ -26,7 +26,7 @@ def describe(meta, action=None):
 
 
 class DiffRecorder(object):
-    """A TreeCopier ``report`` callback that builds Ansible's before/after
+    """A walker's ``report`` callback that builds Ansible's before/after
     texts, one line per changed entry, capped at MAX_ENTRIES."""
 
     def __init__(self, limit=MAX_ENTRIES):
