@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from . import _options, _retention, _snapshot
+from . import _options, _restore, _retention, _snapshot
 from ._errors import BadInput, Busy, LinkError, at_door
 from ._tree import display
 
@@ -284,6 +284,20 @@ def _parser():
     init.add_argument('job')
     validate = sub.add_parser('validate', help='validate a job config file (used before deploying it)')
     validate.add_argument('file')
+    rst = sub.add_parser('restore', help='put a snapshot, or one path of it, back (into the live tree or under --to)')
+    rst.add_argument('job')
+    rst.add_argument('path', nargs='?', help="a path inside the tree, or an absolute path inside the job's src "
+                                             "(default: the whole tree)")
+    rst.add_argument('--snapshot', default=_restore.LATEST, metavar='NAME',
+                     help='the snapshot to restore (default: latest, the newest that is not a guard snapshot)')
+    rst.add_argument('--to', metavar='DIR', help="restore under DIR (PATH at its place below it), not into the job's src")
+    rst.add_argument('--mirror', action='store_true',
+                     help="make the target exactly the snapshot's content: delete what the snapshot lacks "
+                          "(excluded paths are kept)")
+    rst.add_argument('--dry-run', action='store_true', help='list what would change; change nothing')
+    rst.add_argument('--no-guard', action='store_true',
+                     help='take no guard snapshot of the live tree before changing it')
+    rst.add_argument('--json', action='store_true', help='one JSON document instead of lines')
     return parser
 
 
@@ -330,7 +344,48 @@ def _command(args, where):
         ok, message = check_job(cfg)
         _out(message)
         return EX_OK if ok else EX_STALE
+    elif args.command == 'restore':
+        result = restore_job(cfg, args.path, snapshot=args.snapshot, to=args.to, mirror=args.mirror,
+                             guard=not args.no_guard, dry_run=args.dry_run)
+        _print_restore(cfg, result, args.json, args.dry_run)
     return EX_OK
+
+
+def restore_job(cfg, path=None, **options):
+    """_restore.restore for a job: its root, src, excludes and method (for
+    the guard snapshot), and the same checks on the root as a run."""
+    _check_canonical(cfg)
+    job = {'src': cfg['src'], 'method': cfg['method'], 'exclude': cfg['exclude'],
+           'one_file_system': cfg['one_file_system'], 'lock_timeout': cfg['lock_timeout'],
+           'root_tag': 'job %s' % cfg['name']}
+    return _restore.restore(cfg['dest'], path=path, job=job, **options)
+
+
+# rsync -i's first columns, for what a restore does to each path
+_ITEMIZE = {'create': 'cd+++++++++', 'reflink': '>f+++++++++', 'copy': '>f+++++++++', 'metadata': '.f...p.o.x.',
+            'symlink': 'cL+++++++++', 'special': 'cD+++++++++', 'hardlink': 'hf+++++++++', 'delete': '*deleting  ',
+            'link': 'hf+++++++++'}
+
+
+def _print_restore(cfg, result, as_json, dry_run):
+    if as_json:
+        _out(json.dumps(result, indent=2, sort_keys=True))
+        return
+    for change in result['changes']:
+        _out('%s %s' % (_ITEMIZE.get(change['action'], change['action']), display(change['path'] or '.')))
+    what = result['path'] or 'the whole tree'
+    if not result['changed']:
+        _out('job %s: %s already matches snapshot %s: nothing to restore' % (cfg['name'], result['target'],
+                                                                                result['snapshot']))
+        return
+    verb = 'would restore' if dry_run else 'restored'
+    line = 'job %s: %s %s from snapshot %s to %s: %d changed, %d deleted' % (
+        cfg['name'], verb, what, result['snapshot'], result['target'], result['restored'], result['deleted'])
+    if not dry_run:
+        line += ' (by %s)' % result['method']
+        if result['guard_snapshot']:
+            line += '; the live tree as it was is snapshot %s' % os.path.basename(result['guard_snapshot'])
+    _out(line)
 
 
 def _out(text):
