@@ -4,7 +4,6 @@
 rsync's itemized changes, versions, usage exact on files of known size and close to
 `btrfs filesystem du`."""
 
-import json
 import os
 import subprocess
 from pathlib import Path
