@@ -64,10 +64,11 @@ from ansible.module_utils.basic import AnsibleModule
 
 # Every engine file, imported so that Ansible puts it into this module's payload.
 from ansible_collections.fslinks.snapshots.plugins.module_utils import (
-    _clone, _diff, _errors, _extents, _facts, _ioctl, _jobs, _mounts, _parallel, _retention, _snapshot, _tree,
+    _clone, _diff, _errors, _extents, _facts, _inspect, _ioctl, _jobs, _mounts, _parallel, _retention, _snapshot, _tree,
 )
 
-ENGINE = (_clone, _diff, _errors, _extents, _facts, _ioctl, _jobs, _mounts, _parallel, _retention, _snapshot, _tree)
+ENGINE = (_clone, _diff, _errors, _extents, _facts, _inspect, _ioctl, _jobs, _mounts, _parallel, _retention, _snapshot,
+          _tree)
 INIT = b'# fslinks.snapshots engine, installed by fslinks.snapshots.engine_install\n'
 
 
