@@ -24,7 +24,7 @@ from . import _ioctl, _retention, _snapshot
 from ._errors import BadInput, LinkError, from_oserror
 from ._extents import extents_equal
 from ._mounts import file_type
-from ._tree import DIR_FLAGS, FILE_FLAGS, display, join, lstat_at, open_dir, open_dir_at, proc_path, read_xattrs
+from ._tree import DIR_FLAGS, FILE_FLAGS, Excluder, display, join, lstat_at, open_dir, open_dir_at, proc_path, read_xattrs
 
 LIVE = 'live'
 _ACL = (b'system.posix_acl_access', b'system.posix_acl_default')
@@ -111,13 +111,24 @@ def _open_root(dest):
     return open_dir(dest)
 
 
-def _record_src(root_fd, names):
-    """The src named by the newest record, if it is a directory."""
-    for name in reversed(names):
-        src = (_snapshot.read_record(root_fd, name) or {}).get('src')
-        if isinstance(src, str) and os.path.isabs(src):
-            return src if os.path.isdir(src) else None
-    return None
+def record_source(root):
+    """(src, Excluder) of the newest snapshot's record: the live tree the
+    snapshots were taken of, (None, None) when unknown or gone."""
+    root_fd = _open_root(root)
+    try:
+        for name in reversed(_snapshot.list_snapshots(root_fd)):
+            record = _snapshot.read_record(root_fd, name) or {}
+            src = record.get('src')
+            if isinstance(src, str) and os.path.isabs(src):
+                if not os.path.isdir(src):
+                    return None, None
+                try:
+                    return src, Excluder(record.get('exclude') or ())
+                except ValueError:
+                    return src, None
+    finally:
+        os.close(root_fd)
+    return None, None
 
 
 # ---------------------------------------------------------------- usage
