@@ -61,11 +61,12 @@ def _entries(dfd):
         return sorted((os.fsencode(e.name), e.stat(follow_symlinks=False)) for e in it)
 
 
-def walk(root_fd, excluder=None, one_fs=True, top=b''):
+def walk(root_fd, excluder=None, one_fs=True, top=b'', skip=()):
     """Yield (rel, name, parent_fd, lstat) for every entry below root_fd,
     a directory before its contents; parent_fd is valid during the yield.
     Directories on another device than the root are listed, not entered
-    (``one_fs``); excluded entries (rsync-style patterns) are skipped.
+    (``one_fs``); excluded entries (rsync-style patterns) and the
+    directories in ``skip`` ((st_dev, st_ino) pairs) are skipped.
     One fd per level is open, however wide the tree."""
     root_dev = os.fstat(root_fd).st_dev
     stack = [(root_fd, top, iter(_entries(root_fd)), False)]
@@ -75,7 +76,8 @@ def walk(root_fd, excluder=None, one_fs=True, top=b''):
             for name, st in items:
                 path = join(rel, name)
                 is_dir = stat.S_ISDIR(st.st_mode)
-                if excluder and excluder.excluded(path, name, is_dir):
+                if excluder and excluder.excluded(path, name, is_dir) or \
+                        is_dir and (st.st_dev, st.st_ino) in skip:
                     continue
                 yield path, name, dfd, st
                 if is_dir and (not one_fs or st.st_dev == root_dev):
@@ -185,6 +187,10 @@ def usage(root, live=None, excluder=None, names=None):
     """
     root_fd = _open_root(root)
     try:
+        # statfs has XFS start its deferred inactivation of deleted inodes
+        # now: until then, their blocks still count as shared.
+        os.fstatvfs(root_fd)
+        root_st = os.fstat(root_fd)
         names = _snapshot.list_snapshots(root_fd) if names is None else names
         methods = [(_snapshot.read_record(root_fd, n) or {}).get('method') for n in names]
         inodes = {}
@@ -199,14 +205,15 @@ def usage(root, live=None, excluder=None, names=None):
     if live is not None:
         tree = open_dir(live)
         try:
-            _scan(tree, LIVE, inodes, os.fsencode(live), excluder)
+            # The root inside live without an exclude is never live's data.
+            _scan(tree, LIVE, inodes, os.fsencode(live), excluder, skip={(root_st.st_dev, root_st.st_ino)})
         finally:
             os.close(tree)
     return _account(root, live, names, methods, inodes)
 
 
-def _scan(tree_fd, owner, inodes, top, excluder=None):
-    for rel, name, dfd, st in walk(tree_fd, excluder):
+def _scan(tree_fd, owner, inodes, top, excluder=None, skip=()):
+    for rel, name, dfd, st in walk(tree_fd, excluder, skip=skip):
         if not stat.S_ISREG(st.st_mode):
             continue
         key = (st.st_dev, st.st_ino)
@@ -228,7 +235,7 @@ def _account(root, live, names, methods, inodes):
     count = len(names)
     exclusive = [0] * count
     shared = [0] * count
-    reasons = [set() for _ in range(count)]
+    reasons = [set() for _i in range(count)]
     totals = {'total': 0, 'chain_exclusive': 0}
 
     def add(owners, length, outside, notes=()):

@@ -380,8 +380,8 @@ def _cmd_list(cfg, args):
     for snap in snaps:
         extra = '  %10s %10s' % (_size(snap['exclusive_bytes']), _size(snap['shared_bytes'])) if args.usage else ''
         files = '-' if snap['files'] is None else str(snap['files'])
-        _out('%-24s %-20s %-8s %8s%s  %s' % (snap['name'], snap['created'], snap['method'] or '-', files, extra,
-                                            snap['path']))
+        _out('%-24s %-20s %-8s %8s%s  %s'
+             % (snap['name'], snap['created'], snap['method'] or '-', files, extra, snap['path']))
     return EX_OK
 
 

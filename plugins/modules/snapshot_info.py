@@ -138,7 +138,7 @@ snapshots:
       type: int
       sample: 1048576
     estimate:
-      description: Present and V(true) when its figures are estimates (see RV(usage.reasons)).
+      description: Present and V(true) when its figures are estimates (RV(usage) says why).
       returned: when O(usage=true) and the figures are estimates
       type: bool
       sample: true

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from _settle import settle
 from _snapshots import Clock, create_subvolume
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _inspect
@@ -219,7 +220,7 @@ def known_chain(src, dest, method):
     write(src / 'last', os.urandom(32 * KIB))
     names.append(snap(src, dest, clock, method).name)
     os.unlink(src / 'last')
-    os.sync()
+    settle(dest / names[0] / 'one', dest / names[2] / 'last')
     return names
 
 
@@ -265,3 +266,31 @@ def test_usage_close_to_btrfs_filesystem_du(btrfs, workdir):
         assert abs(snapshot['exclusive_bytes'] - exclusive) <= 16 * KIB, (snapshot, theirs)
         assert abs(snapshot['exclusive_bytes'] + snapshot['shared_bytes'] - total) <= 16 * KIB, (snapshot, theirs)
     assert use['snapshots'][-1]['exclusive_bytes'] == 1024 * KIB    # the old big, rewritten in live
+
+
+def test_usage_says_estimate_for_compressed_and_inline_extents(loop_fs):
+    """btrfs with compression: extents are ENCODED (FIEMAP gives their uncompressed length) and
+    tiny files are inline (in metadata): the figures are flagged, with the reasons."""
+    mnt = loop_fs('btrfs', '256M', mount_options='compress=zstd,max_inline=2048')
+    src = create_subvolume(mnt / 'src')
+    write(src / 'text', b'compressible line\n' * 20000)
+    write(src / 'tiny', b'x' * 100)
+    snap(src, mnt / 'snaps', Clock(), 'btrfs')
+    os.sync()
+    use = _inspect.usage(str(mnt / 'snaps'), live=str(src))
+    assert use['estimate'] is True and use['snapshots'][0]['estimate'] is True, use
+    reasons = ' '.join(use['reasons'])
+    assert 'compressed' in reasons and 'inline' in reasons, use
+
+
+def test_usage_never_counts_the_root_inside_live_as_live(xfs, workdir):
+    """A root inside src that the caller forgot to exclude is not walked as live data."""
+    work = workdir(xfs)
+    src = work / 'src'
+    write(src / 'f', os.urandom(64 * KIB))
+    dest = src / 'snaps'
+    made = run(Request(str(src), str(dest), method='reflink', exclude=['/snaps/']), now=Clock()())
+    os.unlink(src / 'f')
+    settle(os.path.join(made['snapshot'], 'f'))
+    use = _inspect.usage(str(dest), live=str(src))          # no excluder given
+    assert [s['exclusive_bytes'] for s in use['snapshots']] == [64 * KIB], use

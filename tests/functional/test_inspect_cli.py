@@ -23,6 +23,7 @@ def write(path, data, mtime=None):
     if mtime is not None:
         os.utime(path, (mtime, mtime))
 
+
 CLI = [sys.executable, '-c',
        'import sys; sys.path.insert(0, %r)\n'
        'from ansible_collections.fslinks.snapshots.plugins.module_utils._jobs import main\n'

@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 from _ansible import run_adhoc, run_playbook
+from _settle import settle
 from _snapshots import Clock
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
@@ -29,6 +30,7 @@ def chain(xfs, workdir):
     names = [os.path.basename(run(Request(str(src), str(dest)))['snapshot'])]
     (src / 'old').unlink()
     names.append(os.path.basename(run(Request(str(src), str(dest)))['snapshot']))
+    settle(dest / names[0] / 'old')
     return src, dest, names
 
 
