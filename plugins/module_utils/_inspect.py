@@ -56,9 +56,31 @@ def _text(path):
 # ---------------------------------------------------------------- walking
 
 def _entries(dfd):
-    """(name, lstat) of a directory's entries, sorted by name."""
+    """(name, lstat) of a directory's entries, sorted by name; an entry
+    removed between readdir and lstat (live src changes) is left out."""
+    out = []
     with os.scandir(dfd) as it:
-        return sorted((os.fsencode(e.name), e.stat(follow_symlinks=False)) for e in it)
+        for entry in it:
+            try:
+                out.append((os.fsencode(entry.name), entry.stat(follow_symlinks=False)))
+            except FileNotFoundError:
+                pass
+    out.sort()
+    return out
+
+
+_GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EAGAIN)
+
+
+def _open_child(dfd, name, st, where):
+    """open_dir_at, or None when the directory was removed or replaced
+    since we listed it (a live tree): it is then left out, never followed."""
+    try:
+        return open_dir_at(dfd, name, st, where)
+    except LinkError as exc:
+        if exc.errno in _GONE:
+            return None
+        raise
 
 
 def walk(root_fd, excluder=None, one_fs=True, top=b'', skip=()):
@@ -81,7 +103,9 @@ def walk(root_fd, excluder=None, one_fs=True, top=b'', skip=()):
                     continue
                 yield path, name, dfd, st
                 if is_dir and (not one_fs or st.st_dev == root_dev):
-                    fd = open_dir_at(dfd, name, st, path)
+                    fd = _open_child(dfd, name, st, path)
+                    if fd is None:
+                        continue
                     stack.append((fd, path, iter(_entries(fd)), True))
                     break
             else:
@@ -194,12 +218,21 @@ def usage(root, live=None, excluder=None, names=None):
         names = _snapshot.list_snapshots(root_fd) if names is None else names
         methods = [(_snapshot.read_record(root_fd, n) or {}).get('method') for n in names]
         inodes = {}
-        for idx, name in enumerate(names):
-            tree = open_dir_at(root_fd, name, where=os.path.join(root, name))
+        present = []
+        for name in names:
             try:
-                _scan(tree, idx, inodes, os.fsencode(os.path.join(root, name)))
+                tree = open_dir_at(root_fd, name, where=os.path.join(root, name))
+            except LinkError as exc:
+                if exc.errno == errno.ENOENT:       # pruned meanwhile
+                    continue
+                raise
+            try:
+                _scan(tree, len(present), inodes, os.fsencode(os.path.join(root, name)))
             finally:
                 os.close(tree)
+            present.append(name)
+        methods = [methods[names.index(n)] for n in present]
+        names = present
     finally:
         os.close(root_fd)
     if live is not None:
@@ -378,7 +411,12 @@ def _content_changed(a_dfd, b_dfd, name, sa, sb, where):
     if stat.S_ISREG(sa.st_mode):
         return _data_changed(a_dfd, b_dfd, name, sa, sb, where)
     if stat.S_ISLNK(sa.st_mode):
-        return os.readlink(name, dir_fd=a_dfd) != os.readlink(name, dir_fd=b_dfd)
+        try:
+            return os.readlink(name, dir_fd=a_dfd) != os.readlink(name, dir_fd=b_dfd)
+        except OSError as exc:
+            if exc.errno in _GONE + (errno.EINVAL,):      # replaced meanwhile
+                return True
+            raise from_oserror(exc, display(where), 'read symlink')
     if stat.S_ISCHR(sa.st_mode) or stat.S_ISBLK(sa.st_mode):
         return sa.st_rdev != sb.st_rdev
     return False
@@ -399,8 +437,8 @@ class _Diff(object):
     def subtree(self, kind, dfd, name, st, rel, excluder):
         """An added or deleted entry and, for a directory, all below it."""
         self.note(kind, rel, st)
-        if stat.S_ISDIR(st.st_mode):
-            fd = open_dir_at(dfd, name, st, rel)
+        fd = _open_child(dfd, name, st, rel) if stat.S_ISDIR(st.st_mode) else None
+        if fd is not None:
             try:
                 for path, _n, _d, cst in walk(fd, excluder, top=rel):
                     self.note(kind, path, cst)
@@ -472,12 +510,16 @@ def _diff_fds(root_a, root_b, excluder_a, excluder_b, one_fs):
                 elif letters:
                     out.note('metadata', path, eb, letters)
                 if stat.S_ISDIR(ea.st_mode) and (not one_fs or (ea.st_dev, eb.st_dev) == devs):
-                    ca = open_dir_at(dfa, name, ea, path)
+                    ca = _open_child(dfa, name, ea, path)
                     try:
-                        cb = open_dir_at(dfb, name, eb, path)
+                        cb = _open_child(dfb, name, eb, path) if ca is not None else None
                     except BaseException:
                         os.close(ca)
                         raise
+                    if cb is None:
+                        if ca is not None:
+                            os.close(ca)
+                        continue
                     stack.append((ca, cb, path, None))
                     break
             else:
@@ -656,8 +698,8 @@ def describe(root, now=None, with_usage=False, live=None, excluder=None):
         use = usage(root, live=live, excluder=excluder, names=names)
         by_name = dict((s['name'], s) for s in use['snapshots'])
         for entry in out:
-            if entry['complete']:
-                found = by_name[entry['name']]
+            found = by_name.get(entry['name']) if entry['complete'] else None
+            if found is not None:       # (not one pruned meanwhile)
                 entry['exclusive_bytes'] = found['exclusive_bytes']
                 entry['shared_bytes'] = found['shared_bytes']
                 if found['estimate']:

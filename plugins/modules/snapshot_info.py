@@ -12,8 +12,8 @@ module: snapshot_info
 short_description: List the snapshots under a snapshot root, with their age, method and space
 version_added: 0.1.0
 description:
-  - Reads the snapshot root O(root) (the O(fslinks.snapshots.hardlink_snapshot#module:dest) of
-    fslinks.snapshots.hardlink_snapshot, or the C(dest) of a snapshot job) and returns its
+  - Reads the snapshot root O(root) (the O(fslinks.snapshots.hardlink_snapshot#module:dest) of a
+    snapshot task, or the C(dest) of a snapshot job) and returns its
     snapshots, oldest first, with their creation time, age, method and the counts of the run that
     made each one (from the record C(ROOT/NAME.json) next to it).
   - Read-only; changes nothing and reports C(changed=false), in check mode too.
