@@ -621,7 +621,12 @@ def versions(root, path, live=None, names=None):
         trees = [(n, os.path.join(root, n)) for n in names] + ([(LIVE, live)] if live else [])
         previous = None
         for label, top in trees:
-            tree = open_dir_at(root_fd, label, where=top) if label != LIVE else open_dir(top)
+            try:
+                tree = open_dir_at(root_fd, label, where=top) if label != LIVE else open_dir(top)
+            except LinkError as exc:
+                if exc.errno == errno.ENOENT and label != LIVE:      # pruned meanwhile
+                    continue
+                raise
             try:
                 key, entry = _version_at(tree, parts, top)
             finally:

@@ -202,6 +202,9 @@ def test_versions_collapse_identical_neighbours(kind, method, request, workdir):
     links = _inspect.versions(str(dest), 'via-link', live=str(src))
     assert len(links) == 1 and links[0]['type'] == 'link' and len(links[0]['snapshots']) == 6
     assert _inspect.versions(str(dest), 'no/such/file', live=str(src)) == []
+    # A snapshot pruned meanwhile is left out.
+    pruned = _inspect.versions(str(dest), 'dir/f', names=[made[0], '2030-01-01T000000Z', made[1]])
+    assert [v['snapshots'] for v in pruned] == [[made[0]], [made[1]]]
 
 
 # ---------------------------------------------------------------- usage
