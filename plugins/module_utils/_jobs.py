@@ -20,9 +20,10 @@ import sys
 import tempfile
 import time
 
-from . import _options, _restore, _retention, _snapshot
+from . import _inspect, _options, _restore, _retention, _snapshot
 from ._errors import BadInput, Busy, LinkError, at_door
-from ._tree import display
+from ._mounts import file_type
+from ._tree import PRESERVE_ALL, display
 
 CONFIG_DIR = '/etc/fslinks-snapshots'
 JOB_NAME = _options.JOB_NAME
@@ -276,12 +277,25 @@ def _parser():
     lst = sub.add_parser('list', help='list the complete snapshots of a job')
     lst.add_argument('job')
     lst.add_argument('--json', action='store_true', help='JSON instead of a table')
+    lst.add_argument('--usage', action='store_true', help='also the bytes only each snapshot holds (walks them all)')
     prune = sub.add_parser('prune', help='prune by the retention policy, make no snapshot')
     prune.add_argument('job')
     check = sub.add_parser('check', help='exit 2 when the newest snapshot is older than max_age (or none)')
     check.add_argument('job')
     init = sub.add_parser('init', help="create the job's snapshot root (runs refuse a missing one: unmounted disk)")
     init.add_argument('job')
+    du = sub.add_parser('du', help='disk usage: what each snapshot holds alone and shares (allocated bytes)')
+    du.add_argument('job')
+    du.add_argument('--json', action='store_true', help='one JSON document instead of a table')
+    diff = sub.add_parser('diff', help='what changed between two snapshots, or a snapshot and live src')
+    diff.add_argument('job')
+    diff.add_argument('a', nargs='?', help='the older snapshot (default: the next to newest; "latest": the newest)')
+    diff.add_argument('b', nargs='?', help='the newer one, or "live" for src (default: the newest; with A alone: live)')
+    diff.add_argument('--json', action='store_true', help='one JSON document instead of rsync -i style lines')
+    versions = sub.add_parser('versions', help='the distinct versions of one file or directory')
+    versions.add_argument('job')
+    versions.add_argument('path', help='relative to src (or an absolute path inside src)')
+    versions.add_argument('--json', action='store_true', help='one JSON document instead of a table')
     validate = sub.add_parser('validate', help='validate a job config file (used before deploying it)')
     validate.add_argument('file')
     rst = sub.add_parser('restore', help='put a snapshot, or one path of it, back (into the live tree or under --to)')
@@ -338,15 +352,16 @@ def _command(args, where):
     elif args.command == 'prune':
         result = run_job(cfg, state='pruned')
         log('job %s: pruned %d, kept %d' % (cfg['name'], len(result['pruned']), len(result['kept'])))
-    elif args.command == 'list':
-        _print_list(list_job(cfg), args.json)
+    elif args.command in INSPECT_COMMANDS:
+        return INSPECT_COMMANDS[args.command](cfg, args)
     elif args.command == 'check':
         ok, message = check_job(cfg)
         _out(message)
         return EX_OK if ok else EX_STALE
     elif args.command == 'restore':
         result = restore_job(cfg, args.path, snapshot=args.snapshot, to=args.to, mirror=args.mirror,
-                             guard=not args.no_guard, dry_run=args.dry_run)
+                             guard=not args.no_guard, dry_run=args.dry_run,
+                             report=None if args.json else _restore_line)
         _print_restore(cfg, result, args.json, args.dry_run)
     return EX_OK
 
@@ -361,18 +376,30 @@ def restore_job(cfg, path=None, **options):
     return _restore.restore(cfg['dest'], path=path, job=job, **options)
 
 
-# rsync -i's first columns, for what a restore does to each path
-_ITEMIZE = {'create': 'cd+++++++++', 'reflink': '>f+++++++++', 'copy': '>f+++++++++', 'metadata': '.f...p.o.x.',
-            'symlink': 'cL+++++++++', 'special': 'cD+++++++++', 'hardlink': 'hf+++++++++', 'delete': '*deleting  ',
-            'link': 'hf+++++++++'}
+# What Meta.differs names, as rsync -i's letters
+_DIFFERS_LETTER = {'type': 'c', 'size': 's', 'mtime': 't', 'mode': 'p', 'owner': 'og', 'xattrs': 'x'}
+
+
+def _restore_line(path, action, src_meta, dest_meta):
+    """A restore's report, one rsync -i line per change as the walk makes
+    (or plans) it."""
+    path = os.fsdecode(path) or '.'
+    meta = src_meta or dest_meta
+    typ = file_type(meta.mode) if meta is not None else 'file'
+    if action == 'delete':
+        kind, letters = 'deleted', ''
+    elif dest_meta is None:
+        kind, letters = 'added', ''
+    else:
+        kind = 'metadata' if action == 'metadata' else 'modified'
+        letters = ''.join(_DIFFERS_LETTER[d] for d in src_meta.differs(dest_meta, PRESERVE_ALL))
+    _out(display(_itemize(kind, path, typ, letters)))
 
 
 def _print_restore(cfg, result, as_json, dry_run):
     if as_json:
         _out(json.dumps(result, indent=2, sort_keys=True))
         return
-    for change in result['changes']:
-        _out('%s %s' % (_ITEMIZE.get(change['action'], change['action']), display(change['path'] or '.')))
     what = result['path'] or 'the whole tree'
     if not result['changed']:
         _out('job %s: %s already matches snapshot %s: nothing to restore' % (cfg['name'], result['target'],
@@ -392,10 +419,143 @@ def _out(text):
     sys.stdout.write(text + '\n')
 
 
-def _print_list(snaps, as_json):
-    if as_json:
-        _out(json.dumps(snaps, indent=2))
-        return
-    _out('%-24s %-20s %s' % ('NAME', 'TIME (UTC)', 'PATH'))
+# ---------------------------------------------------------------- inspection
+
+def _live(cfg):
+    return cfg['src'] if os.path.isdir(cfg['src']) else None
+
+
+def _cmd_list(cfg, args):
+    """list: from each record the method and file count, optionally usage."""
+    # A job's root exists once initialized: missing, it is an unmounted disk (an error), not an empty list.
+    info = _inspect.describe(cfg['dest'], with_usage=args.usage, live=_live(cfg),
+                             excluder=_snapshot.Excluder(cfg['exclude']))
+    snaps = [s for s in info['snapshots'] if s['complete']]
     for snap in snaps:
-        _out('%-24s %-20s %s' % (snap['name'], snap['time'], snap['path']))
+        del snap['complete']
+        when = _retention.parse_snapshot_name(snap['name'])[0]
+        snap['time'], snap['timestamp'] = snap['created'], int(_timestamp(when))
+    if args.json:
+        _out(json.dumps(snaps, indent=2))
+        return EX_OK
+    extra = '  %10s %10s' % ('EXCLUSIVE', 'SHARED') if args.usage else ''
+    _out('%-24s %-20s %-8s %8s%s  %s' % ('NAME', 'TIME (UTC)', 'METHOD', 'FILES', extra, 'PATH'))
+    for snap in snaps:
+        extra = '  %10s %10s' % (_size(snap['exclusive_bytes']), _size(snap['shared_bytes'])) if args.usage else ''
+        files = '-' if snap['files'] is None else str(snap['files'])
+        _out('%-24s %-20s %-8s %8s%s  %s'
+             % (snap['name'], snap['created'], snap['method'] or '-', files, extra, snap['path']))
+    return EX_OK
+
+
+def _size(count):
+    """1536 -> 1.5K (powers of 1024, as du -h)."""
+    value = float(count)
+    for unit in ('B', 'K', 'M', 'G', 'T'):
+        if value < 1024 or unit == 'T':
+            return '%d%s' % (value, unit) if unit == 'B' else '%.1f%s' % (value, unit)
+        value /= 1024
+    return str(count)
+
+
+def _cmd_du(cfg, args):
+    """du: exclusive and shared allocated bytes of each snapshot."""
+    live = _live(cfg)
+    use = _inspect.usage(cfg['dest'], live=live, excluder=_snapshot.Excluder(cfg['exclude']))
+    use['job'] = cfg['name']
+    if args.json:
+        _out(json.dumps(use, indent=2))
+        return EX_OK
+    _out('%-24s %-8s %12s %12s' % ('NAME', 'METHOD', 'EXCLUSIVE', 'SHARED'))
+    for snap in use['snapshots']:
+        _out('%-24s %-8s %12s %12s%s' % (snap['name'], snap['method'] or '-', _size(snap['exclusive_bytes']),
+                                         _size(snap['shared_bytes']), '  (estimate)' if snap['estimate'] else ''))
+    _out('job %s: %d snapshots, %s on disk, %s freed by deleting them all (allocated bytes of file data; '
+         'data still in src %s counts as shared)' % (cfg['name'], len(use['snapshots']), _size(use['total_bytes']),
+                                                     _size(use['chain_exclusive_bytes']), live or '(missing)'))
+    for reason in use.get('reasons', []):
+        _out('estimate: %s' % reason)
+    return EX_OK
+
+
+def _pick(cfg, names, which):
+    """A snapshot name, "latest" or "live" -> (label, path)."""
+    if which == _inspect.LIVE:
+        return which, cfg['src']
+    if which == _snapshot.LATEST and names:
+        which = names[-1]
+    if which not in names:
+        known = '%d snapshots, %s to %s' % (len(names), names[0], names[-1]) if names else 'no snapshots'
+        raise BadInput('job %s: no snapshot %r in %s (%s)' % (cfg['name'], which, cfg['dest'], known), cfg['dest'])
+    return which, os.path.join(cfg['dest'], which)
+
+
+_TYPE_LETTER = {'file': 'f', 'directory': 'd', 'link': 'L', 'char': 'D', 'block': 'D', 'fifo': 'S', 'socket': 'S'}
+
+
+def _itemize(kind, path, typ, letters):
+    """One line in the manner of rsync --itemize-changes."""
+    shown = path + '/' if typ == 'directory' and path != '.' else path
+    if path == '.':
+        shown = './'
+    if kind == 'deleted':
+        return '*deleting   ' + shown
+    letter = _TYPE_LETTER.get(typ, 'S')
+    if kind == 'added':
+        return '%s%s+++++++++ %s' % ('>' if letter == 'f' else 'c', letter, shown)
+    flags = ['.'] * 9
+    for pos, code in enumerate('cstpoguax'):
+        if code in letters:
+            flags[pos] = code
+    first = '.' if kind == 'metadata' else ('>' if letter == 'f' else 'c')
+    return '%s%s%s %s' % (first, letter, ''.join(flags), shown)
+
+
+def _cmd_diff(cfg, args):
+    """diff: what changed from A to B (default: the two newest)."""
+    names = _snapshot.list_snapshots_at(cfg['dest'])
+    if args.a is None:
+        if len(names) < 2:
+            raise BadInput('job %s: diff needs two snapshots, %s has %d (or name one: diff %s NAME live)'
+                           % (cfg['name'], cfg['dest'], len(names), cfg['name']), cfg['dest'])
+        a, b = names[-2], names[-1]
+    else:
+        a, b = args.a, args.b or _inspect.LIVE
+    (a, path_a), (b, path_b) = _pick(cfg, names, a), _pick(cfg, names, b)
+    exclude = _snapshot.Excluder(cfg['exclude'])
+    found = _inspect.diff(path_a, path_b, excluder_a=exclude if a == _inspect.LIVE else None,
+                          excluder_b=exclude if b == _inspect.LIVE else None)
+    if args.json:
+        found.update(job=cfg['name'], a=a, b=b, a_path=path_a, b_path=path_b)
+        _out(json.dumps(found, indent=2))
+        return EX_OK
+    items = []
+    for kind in ('deleted', 'added', 'modified', 'metadata'):
+        for path in found[kind]:
+            items.append((path, kind != 'deleted', kind))
+    for path, _order, kind in sorted(items):
+        _out(_inspect.display(_itemize(kind, path, found['types'][path], found['changes'].get(path, ()))))
+    _out('job %s: %s -> %s: %d added, %d deleted, %d modified, %d metadata only'
+         % (cfg['name'], a, b, len(found['added']), len(found['deleted']), len(found['modified']),
+            len(found['metadata'])))
+    return EX_OK
+
+
+def _cmd_versions(cfg, args):
+    """versions: the distinct versions of one path, oldest first."""
+    found = _inspect.versions(cfg['dest'], args.path, live=cfg['src'] if os.path.isdir(cfg['src']) else None)
+    if not found:
+        raise BadInput('job %s: %s is in no snapshot of %s and not in src %s'
+                       % (cfg['name'], _inspect.display(args.path), cfg['dest'], cfg['src']), args.path)
+    if args.json:
+        _out(json.dumps({'job': cfg['name'], 'path': args.path, 'versions': found}, indent=2))
+        return EX_OK
+    _out('%-24s %-9s %12s  %-31s %s' % ('SNAPSHOT', 'TYPE', 'SIZE', 'MTIME (UTC)', 'SAME IN'))
+    for version in found:
+        also = version['snapshots'][1:]
+        _out('%-24s %-9s %12d  %-31s %s' % (version['snapshot'], version['type'], version['size'], version['mtime'],
+                                            ('%d more, to %s' % (len(also), also[-1])) if also else '-'))
+    return EX_OK
+
+
+INSPECT_COMMANDS = {'list': _cmd_list, 'du': _cmd_du, 'diff': _cmd_diff, 'versions': _cmd_versions}

@@ -75,17 +75,24 @@ def tree_path(path, src=None):
     return parts
 
 
+MAX_CHANGES = 1000      # changes listed in a result (all are counted; a report callback sees all)
+
+
 class _Plan(object):
-    """Collects a walk's reports: the change list, and whether any of them
-    touches something that is there now (overwritten, changed or deleted)."""
+    """Collects a walk's reports: how many changes, the first MAX_CHANGES of
+    them, and whether any touches something that is there now (overwritten,
+    changed or deleted)."""
 
     def __init__(self, relay=None):
+        self.count = 0
         self.changes = []
         self.touches_existing = False
         self.relay = relay
 
     def __call__(self, path, action, src_meta, dest_meta):
-        self.changes.append({'path': os.fsdecode(path), 'action': action})
+        self.count += 1
+        if len(self.changes) < MAX_CHANGES:
+            self.changes.append({'path': os.fsdecode(path), 'action': action})
         if dest_meta is not None or action in ('delete', 'metadata'):
             self.touches_existing = True
         if self.relay is not None:
@@ -116,7 +123,11 @@ def restore(root, snapshot=LATEST, path=None, to=None, mirror=False, guard=True,
     the snapshot's record says where it came from and what it excluded.
 
     Returns changed, snapshot, path, target, method (reflink, copy or none),
-    restored, deleted, guard_snapshot, changes (the plan), stats."""
+    restored, deleted, guard_snapshot, changes (the plan's first MAX_CHANGES
+    entries: path and action), changes_total, stats."""
+    for label, value in (('root', root), ('to', to)):
+        if value is not None and (not isinstance(value, str) or not os.path.isabs(value) or '\0' in value):
+            raise BadInput('%s must be an absolute path, got %r' % (label, value))
     try:
         return _restore(root, snapshot, path, to, mirror, guard, dry_run, report, job or {}, now)
     except OSError as exc:
@@ -157,9 +168,9 @@ def _restore(root, snapshot, path, to, mirror, guard, dry_run, report, job, now)
             plan(made, 'create', None, None)
         planned = _place(snap_dirs[-1], snap_leaf, snap_st, point, rel, where, from_where, excluder, mirror,
                          plan, True)
-        result = {'changed': bool(plan.changes), 'snapshot': name, 'path': os.fsdecode(b'/'.join(rel)),
-                  'target': where, 'guard_snapshot': None, 'changes': plan.changes}
-        if dry_run or not plan.changes:
+        result = {'changed': plan.count > 0, 'snapshot': name, 'path': os.fsdecode(b'/'.join(rel)),
+                  'target': where, 'guard_snapshot': None, 'changes': plan.changes, 'changes_total': plan.count}
+        if dry_run or not plan.count:
             return _summary(result, planned)
         live = to is None or target == src or target.startswith(src.rstrip('/') + '/')
         if guard and live and plan.touches_existing:
