@@ -5,10 +5,13 @@ not exist.  The caller renames it into place once it is complete.
 
 A file's fate in a new snapshot is decided here, in _file_data:
   - unchanged since the previous snapshot (same type, mode, size, ns mtime,
-    owner, group and xattrs: rsync --link-dest's test, _link_unchanged)
+    owner, group and xattrs: rsync --link-dest's test, _since_previous)
     -> a hard link to the previous snapshot's file (the hardlink method);
   - otherwise new data (_transfer.DataCopier): a reflink where the policy
     and the filesystems allow it, else a sparse copy.
+On the way every file name is counted as added (no namesake in the previous
+snapshot) or modified (one that differs), at the cost of one lstat of the
+namesake, which the hardlink method makes anyway.
 Excluded entries are never looked at (_walk.Walker._entry, _plain_files),
 and the later names of a multiply-linked inode become hard links to the
 first one's file (_walk.Walker._later_name; across worker processes by
@@ -26,6 +29,9 @@ import stat
 from ._errors import LinkError
 from ._tree import PRESERVE_ALL, join, open_dir_at, read_xattrs, remove_tree_at, temp_name, unlink_quietly
 from ._walk import Frame, Walker
+
+
+_SAME, _LINKED = object(), object()     # _since_previous: unchanged; unchanged and linked
 
 
 class XattrComparer(object):
@@ -57,8 +63,10 @@ class XattrComparer(object):
 class FreshTree(Walker):
     """Walker options, plus:
 
-    link_from         -- fd of the previous snapshot: link unchanged files from it
-    link_from_xattrs  -- may files of link_from have xattrs? (False: its record says none has)
+    previous          -- fd of the previous snapshot: count what changed since (stats
+                         added, modified)
+    link              -- also link unchanged files from it (the hardlink method)
+    previous_xattrs   -- may files of previous have xattrs? (False: its record says none has)
     workers           -- processes walking at once (see _parallel); 1: this one alone
     scratch           -- (dir fd, name): where a parallel walk may make its claims
                          directory, on dest's filesystem
@@ -69,11 +77,12 @@ class FreshTree(Walker):
     fast_paths = True
 
     def __init__(self, policy='auto', preserve=PRESERVE_ALL, excluder=None, one_fs=False,
-                 dry_run=False, report=None, dest_dev=None, link_from=None, link_from_xattrs=True,
+                 dry_run=False, report=None, dest_dev=None, previous=None, link=False, previous_xattrs=True,
                  workers=1, scratch=None, base=b''):
         Walker.__init__(self, policy, preserve, excluder, one_fs, dry_run, report, dest_dev, base)
-        self.link_from = link_from
-        self.link_from_xattrs = link_from_xattrs
+        self.previous = previous
+        self.link = link and previous is not None
+        self.previous_xattrs = previous_xattrs
         self.workers = workers
         self.scratch = scratch
         self._pool = None
@@ -85,7 +94,7 @@ class FreshTree(Walker):
         if self.workers > 1 and self.scratch is not None and not self.dry_run and self.report is None:
             self._walk_parallel(src_fd, dst_fd)
             return
-        self._walk_frames([Frame(src_fd, dst_fd, self.link_from, self.base, self._dir_meta(src_fd, root_st))])
+        self._walk_frames([Frame(src_fd, dst_fd, self.previous, self.base, self._dir_meta(src_fd, root_st))])
 
     def _plain_files(self, frame, entries):
         """The hot path: a directory's plain files (regular, one link, not
@@ -121,9 +130,11 @@ class FreshTree(Walker):
         return rest
 
     def _comparer(self, src_fd, prev_fd):
-        if prev_fd is None or not self.xattrs:
+        # Only a link needs the xattrs compared: counting changes does not
+        # pay two listxattr calls per file.
+        if prev_fd is None or not self.xattrs or not self.link:
             return None
-        return XattrComparer(src_fd, prev_fd, self.link_from_xattrs)
+        return XattrComparer(src_fd, prev_fd, self.previous_xattrs)
 
     # ------------------------------------------------------------ files
 
@@ -133,32 +144,41 @@ class FreshTree(Walker):
         if prev_fd is not None:
             if comparer is False:
                 comparer = self._comparer(src_fd, prev_fd)
-            if self._link_unchanged(src_fd, prev_fd, dst_fd, name, st, comparer):
+            since = self._since_previous(src_fd, prev_fd, dst_fd, name, st, comparer)
+            if since is _LINKED:
                 self.stats['linked'] += 1
                 self.stats['bytes_linked'] += st.st_size
                 self._report(path, 'link', None, None)
                 return
+            if since is not _SAME:
+                self.stats[since] += 1
+        elif self.previous is not None:
+            self.stats['added'] += 1        # in a directory the previous snapshot lacks
         fd = self._open_src(src_fd, name, st, path)
         try:
             self._write_file(fd, dst_fd, dname, path, self._src_meta(fd, st), None)
         finally:
             os.close(fd)
 
-    def _link_unchanged(self, src_fd, prev_fd, dst_fd, name, st, comparer):
-        """rsync --link-dest: if prev_fd/name equals src in every preserved
-        attribute, link it into dest (not in a dry run) and return True."""
+    def _since_previous(self, src_fd, prev_fd, dst_fd, name, st, comparer):
+        """How src's file compares with its namesake in the previous snapshot:
+        'added' (none), 'modified' (differs in a preserved attribute: rsync
+        --link-dest's test), _SAME, or _LINKED: the same, and linked from
+        there into dest (the hardlink method; not in a dry run)."""
         try:
             prev = os.stat(name, dir_fd=prev_fd, follow_symlinks=False)
         except FileNotFoundError:
-            return False
+            return 'added'
         if (prev.st_mode != st.st_mode or prev.st_size != st.st_size or prev.st_mtime_ns != st.st_mtime_ns
                 or prev.st_uid != st.st_uid or prev.st_gid != st.st_gid):
-            return False
+            return 'modified' if stat.S_ISREG(prev.st_mode) else 'added'
+        if not self.link:
+            return _SAME
         has_xattrs = 0
         if comparer is not None:
             same, has_xattrs = comparer.same(name)
             if not same:
-                return False
+                return 'modified'
         if not self.dry_run:
             try:
                 os.link(name, name, src_dir_fd=prev_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
@@ -166,10 +186,10 @@ class FreshTree(Walker):
                 # EMLINK: too many links to that inode; EXDEV: the previous snapshot
                 # is another btrfs subvolume; ENOENT: gone from it meanwhile. A new copy.
                 if exc.errno in (errno.EMLINK, errno.EXDEV, errno.ENOENT):
-                    return False
+                    return _SAME
                 raise
         self.stats['xattr_files'] += has_xattrs
-        return True
+        return _LINKED
 
     def _write_name(self, name):
         return name         # nobody reads a tree that is not yet in place
@@ -202,7 +222,7 @@ class FreshTree(Walker):
             self._claims_fd = open_dir_at(scratch_fd, claims)
             self._pool = _parallel.Pool(self.workers)
             base, changes = dict(self.stats), self.changes
-            roots = [src_fd, dst_fd] + ([self.link_from] if self.link_from is not None else [])
+            roots = [src_fd, dst_fd] + ([self.previous] if self.previous is not None else [])
             for stats, worker_changes in self._pool.run(self, roots, keep=[self._claims_fd]):
                 for key, value in stats.items():
                     self.stats[key] += value - base[key]

@@ -193,6 +193,11 @@ def render_metrics(job, result, started, duration, error, last_success):
         ('snapshots_kept', 'gauge', 'Complete snapshots after the last run.',
          [(label, len((result or {}).get('kept') or []))]),
     ]
+    changed = (result or {}).get('changed_files') or {}
+    known = [how for how in ('added', 'modified', 'deleted') if changed.get(how) is not None]
+    if known:       # only a snapshot compared with a previous one has them (alert on a mass change)
+        rows.append(('changed_files', 'gauge', 'Regular files of the last snapshot against the previous one.',
+                     [('{job="%s",how="%s"}' % (job, how), changed[how]) for how in known]))
     lines = []
     for name, kind, help_text, samples in rows:
         lines.append('# HELP %s%s %s' % (METRIC, name, help_text))
@@ -253,11 +258,14 @@ def log(message, error=False):
 
 def summary(cfg, result):
     stats = result.get('stats') or {}
-    return ('job %s: snapshot %s by %s in %.2fs: %d files (%d linked, %d reflinked, %d copied, %d bytes copied); '
+    changed = result.get('changed_files')
+    since = '' if not changed else '; since the previous: %d added, %d modified, %s deleted' % (
+        changed['added'], changed['modified'], '?' if changed['deleted'] is None else changed['deleted'])
+    return ('job %s: snapshot %s by %s in %.2fs: %d files (%d linked, %d reflinked, %d copied, %d bytes copied)%s; '
             '%d kept, %d pruned' % (cfg['name'], os.path.basename(result.get('snapshot') or '-'),
                                     result.get('method') or '-', result.get('seconds') or 0,
                                     stats.get('files', 0), stats.get('linked', 0), stats.get('reflinked', 0),
-                                    stats.get('copied', 0), stats.get('bytes_copied', 0),
+                                    stats.get('copied', 0), stats.get('bytes_copied', 0), since,
                                     len(result.get('kept') or []), len(result.get('pruned') or [])))
 
 

@@ -367,7 +367,7 @@ def run(req, state='present', dry_run=False, now=None, report=None, purpose=None
 def _run(req, state, dry_run, now, report, purpose, lock_held):
     started = time.monotonic()
     now = now or _now()
-    result = {'changed': False, 'snapshot': None, 'method': None, 'stats': new_stats(),
+    result = {'changed': False, 'snapshot': None, 'method': None, 'stats': new_stats(), 'changed_files': None,
               'pruned': [], 'kept': [], 'leftovers_removed': []}
     if not req.create_dest:
         check_initialized(req.dest, req.root_tag)
@@ -541,7 +541,7 @@ def _plan_new_root(req, state, now, report, validate_only=False):
 
 def _copier(req, method, src_fd, dest_fd, dry_run, report, **options):
     """The FreshTree of a method, having learnt whether src clones into dest.
-    ``options``: FreshTree's link_from, link_from_xattrs, workers, scratch."""
+    ``options``: FreshTree's previous, link, previous_xattrs, workers, scratch."""
     # A forced reflink clones every file or fails; chosen by auto, a file
     # that cannot be cloned (btrfs nodatacow) is copied instead.
     policy = {'hardlink': 'auto', 'copy': 'never'}.get(method, 'always' if req.method == 'reflink' else 'auto')
@@ -563,11 +563,12 @@ def _make(req, dest_fd, existing, name, dry_run, report, result, about):
         method, reason = choose_method(req, src_fd, dest_fd, req.dest)
         result['method'], result['reason'] = method, reason
         options = {}
-        if method == 'hardlink' and existing:
+        prev_record = None
+        if method != 'btrfs' and existing:
             prev_fd = open_dir_at(dest_fd, existing[-1])
             prev_record = read_record(dest_fd, existing[-1]) or {}
-            options.update(link_from=prev_fd,
-                           link_from_xattrs=(prev_record.get('stats') or {}).get('xattr_files') != 0)
+            options.update(previous=prev_fd, link=method == 'hardlink',
+                           previous_xattrs=(prev_record.get('stats') or {}).get('xattr_files') != 0)
         if not dry_run and method != 'btrfs':
             options.update(scratch=(dest_fd, name + LINKS), workers=req.workers or _parallel.default_workers(
                 _fs_info(req.dest, dest_fd, read_mounts())['fstype']))
@@ -576,6 +577,7 @@ def _make(req, dest_fd, existing, name, dry_run, report, result, about):
         if dry_run:
             if method != 'btrfs':
                 tree.copy_tree(src_fd, None)
+            result['changed_files'] = changed_files(tree.stats, prev_record)
             return False
         try:
             if method == 'btrfs':
@@ -588,6 +590,8 @@ def _make(req, dest_fd, existing, name, dry_run, report, result, about):
                     tree.copy_tree(src_fd, part_fd)
                 finally:
                     os.close(part_fd)
+                about = dict(about, changed_files=changed_files(tree.stats, prev_record))
+                result['changed_files'] = about['changed_files']
             _record(req, dest_fd, name, method, reason, started, tree.stats, result, about)
             syncfs(dest_fd)
             os.rename(partial, name, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
@@ -607,6 +611,20 @@ def _make(req, dest_fd, existing, name, dry_run, report, result, about):
         os.close(src_fd)
         if prev_fd is not None:
             os.close(prev_fd)
+
+
+def changed_files(stats, prev_record):
+    """{added, modified, deleted}: the regular file names of a new snapshot
+    against the previous one (None without a previous snapshot to compare
+    with: a first one, or a btrfs snapshot).  Deleted is derived from the
+    previous record's file count (the names it had that are not here), so
+    it is None when that record does not know it (missing, btrfs)."""
+    if prev_record is None:
+        return None
+    kept = stats['files'] - stats['added']
+    before = (prev_record.get('stats') or {}).get('files') if prev_record.get('method') != 'btrfs' else None
+    return {'added': stats['added'], 'modified': stats['modified'],
+            'deleted': max(0, before - kept) if isinstance(before, int) else None}
 
 
 def _record(req, dest_fd, name, method, reason, started, stats, result, about):

@@ -190,8 +190,21 @@ stats:
     hardlinks: {description: Hard links inside O(src) kept as links., type: int, returned: always}
     changed_during_run: {description: Files that changed or vanished while being copied., type: int, returned: always}
     xattr_files: {description: Files with extended attributes (ACLs included)., type: int, returned: always}
+    added: {description: Files with no namesake in the previous snapshot., type: int, returned: always}
+    modified: {description: Files whose namesake in the previous snapshot differs (data or metadata)., type: int, returned: always}
   sample: {files: 1200, dirs: 80, linked: 1190, reflinked: 0, copied: 10, bytes_copied: 40960,
            bytes_cloned: 0, symlinks: 3, specials: 0, hardlinks: 0, changed_during_run: 0}
+changed_files:
+  description:
+    - Regular files of the new snapshot against the previous one, counted on the way at the cost of
+      one C(lstat) per file: C(added), C(modified) (data or metadata differ) and C(deleted) (from
+      the previous snapshot's record; V(null) where it does not know).
+    - V(null) for a first snapshot and for V(btrfs), which walks nothing. A sudden large number is
+      what a mass change (a ransomware-style rewrite) looks like; the metric
+      C(fslinks_snapshot_changed_files) carries it.
+  returned: state is present
+  type: dict
+  sample: {added: 12, modified: 3, deleted: 0}
 pruned:
   description: Snapshots deleted (in check mode, that would be).
   returned: always
