@@ -80,3 +80,10 @@ def test_snapshot_method_on_disk(host, fs):
         assert inode(host, newest + big) == inode(host, older + big)
         assert inode(host, newest + big) != inode(host, '/data/src' + big)
         assert not shares_extents(host, newest + big)
+
+
+def test_restored_tree_equals_the_snapshot(host, fs):
+    out = host.check_output('rsync -aHAXn --checksum --itemize-changes %s/latest/ /data/restored/' % SNAPSHOTS)
+    assert out == ''
+    # Restored by reflinks where the filesystem clones: the data is the snapshot's, not a copy.
+    assert shares_extents(host, '/data/restored/tree/big.bin') == (fs != 'ext4')
