@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # make bench BENCH_ARGS='--files 10000 --fs xfs --no-ansible' for a quick partial run
 BENCH_ARGS ?=
 
-.PHONY: help setup test pytest sanity build-check molecule demo lint changelog-lint clean bench bench-profile fleet
+.PHONY: help setup test pytest sanity build-check molecule demo lint changelog-lint clean bench bench-ab bench-profile fleet
 .PHONY: docs docs-lint
 
 help:
@@ -27,6 +27,7 @@ help:
 	@echo "make docs-lint    antsibull-docs lint of the modules' and the role's docs (part of make test)"
 	@echo "make docs         HTML docs site (antsibull-docs + Sphinx, offline) -> tests/output/docs/build/html"
 	@echo "make bench        benchmark vs rsync/cp/btrfs (root, ~30 min; BENCH_ARGS=...) -> docs/benchmarks.md"
+	@echo "make bench-ab     this engine against another checkout (AB_BASELINE=DIR), interleaved"
 	@echo "make bench-profile  cProfile + strace -c of the hardlink method (PROFILE_ARGS='--fs xfs')"
 	@echo "make reliability  long fault-injection run (root, ~15 min) -> docs/reliability.md (make test runs it short)"
 	@echo "make fleet        the role on 30 containers, timed against ping (root, docker, ~20 min) -> docs/fleet.md"
@@ -77,6 +78,15 @@ lint: setup
 bench: setup
 	bench/setup.sh
 	python bench/run.py $(BENCH_ARGS)
+
+# make bench-ab AB_BASELINE=../base AB_ARGS='--files 30000 --reps 5': this engine against another
+# checkout, interleaved, median of per-round ratios (bench/ab.py)
+AB_BASELINE ?=
+AB_ARGS ?=
+bench-ab: setup
+	bench/setup.sh
+	@[[ -n "$(AB_BASELINE)" ]] || { echo "make bench-ab: give AB_BASELINE=DIR (a checkout to compare with)" >&2; exit 2; }
+	python bench/ab.py --baseline "$(AB_BASELINE)" $(AB_ARGS)
 
 PROFILE_ARGS ?=
 bench-profile: setup

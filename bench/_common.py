@@ -109,11 +109,13 @@ def sh(*argv):
     return subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True).stdout
 
 
-def engine_job(job):
+def engine_job(job, collections=None):
     """One engine run in a fresh interpreter (bench/_worker.py); returns (Timed, worker JSON).
     Timed.seconds there is the process's life; the JSON's 'seconds' is run() alone, and
-    Timed.maxrss_kb the worker's own VmHWM (peak resident set since exec)."""
-    t = check(run_timed([sys.executable, str(WORKER), json.dumps(job)], rss=False), 'engine %s' % job)
+    Timed.maxrss_kb the worker's own VmHWM (peak resident set since exec).  ``collections``:
+    another collections path to import the engine from (bench/ab.py's baseline)."""
+    env = dict(os.environ, FSLINKS_BENCH_COLLECTIONS=str(collections)) if collections else None
+    t = check(run_timed([sys.executable, str(WORKER), json.dumps(job)], env=env, rss=False), 'engine %s' % job)
     res = json.loads(t.stdout.strip().splitlines()[-1])
     t.maxrss_kb = res.get('vmhwm_kb')
     return t, res
@@ -185,16 +187,16 @@ def host_info():
     return info
 
 
-def freeze_collection(dest):
-    """Copy what Ansible and the engine load (plugins/, meta/, galaxy.yml) to
-    DEST/ansible_collections/fslinks/snapshots; returns (collections path, sha256 of the engine's
-    module_utils files)."""
+def freeze_collection(dest, root=ROOT):
+    """Copy what Ansible and the engine load (plugins/, meta/, galaxy.yml) of the checkout ROOT
+    to DEST/ansible_collections/fslinks/snapshots; returns (collections path, sha256 of the
+    engine's module_utils files)."""
     coll = Path(dest) / 'ansible_collections' / 'fslinks' / 'snapshots'
     coll.mkdir(parents=True)
     for name in ('plugins', 'meta'):
-        if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, coll / name, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
-    shutil.copy2(ROOT / 'galaxy.yml', coll / 'galaxy.yml')
+        if (root / name).is_dir():
+            shutil.copytree(root / name, coll / name, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+    shutil.copy2(root / 'galaxy.yml', coll / 'galaxy.yml')
     digest = hashlib.sha256()
     for f in sorted((coll / 'plugins' / 'module_utils').glob('*.py')):
         digest.update(f.name.encode() + b'\0' + f.read_bytes())

@@ -61,10 +61,11 @@ class Contender:
     from ROOT (all but KEEP). kind 'cmd': ARGV, OUTPUT removed after each sample."""
 
     def __init__(self, key, label, kind, job=None, argv=None, root=None, keep=(), output=None,
-                 warm_argv=None):
+                 warm_argv=None, collections=None):
         self.key, self.label, self.kind = key, label, kind
         self.job, self.argv, self.root, self.keep, self.output = job, argv, root, set(keep), output
         self.warm_argv = warm_argv
+        self.collections = collections      # an engine other than this run's frozen one
 
 
 def engine(method, src, root, prev, workers=0):
@@ -97,7 +98,7 @@ def sample(c, mnt, btrfs, warm=False):
     """Time one run of contender C, then delete its output and settle the filesystem."""
     extra = {}
     if c.kind == 'engine':
-        t, out = engine_job(c.job)
+        t, out = engine_job(c.job, c.collections)
         seconds = out['seconds']
         extra = {'stats': out.get('stats'), 'method': out.get('method'),
                  'engine_seconds': out.get('engine_seconds'), 'process_seconds': round(t.seconds, 4)}

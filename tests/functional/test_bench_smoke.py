@@ -86,3 +86,23 @@ def test_bench_refuses_a_workdir_it_cannot_create(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr == 'bench: cannot create the work directory %s: Not a directory\n' % work
     assert not (tmp_path / 'results').exists()
+
+
+def test_ab_compares_two_engines(loop_workdir, tmp_path):
+    """bench/ab.py against a baseline (here this very checkout): a ratio per method and scenario,
+    each engine really run from its own frozen copy."""
+    _require_loop_fs()
+    argv = [sys.executable, str(ROOT / 'bench' / 'ab.py'), '--baseline', str(ROOT), '--files', '200',
+            '--reps', '1', '--fs', 'ext4', '--workdir', str(loop_workdir), '--results-dir', str(tmp_path)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (found,) = tmp_path.glob('ab-*.json')
+    data = json.loads(found.read_text())
+    assert data['meta']['this_sha256'] == data['meta']['baseline_sha256']     # the same engine twice
+    assert [(r['scenario'], r['method']) for r in data['rows']] == \
+        [('steady', 'hardlink'), ('steady', 'copy'), ('changed', 'hardlink')]
+    assert all(r['ratio_min'] <= r['ratio_median'] <= r['ratio_max'] and r['rounds'] == 1 for r in data['rows'])
+    assert '| ext4 | 200 | steady | hardlink |' in proc.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / 'bench' / 'ab.py'), '--baseline', str(tmp_path)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode != 0 and 'is not a checkout of the collection' in bad.stderr
