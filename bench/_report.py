@@ -88,6 +88,13 @@ def targets(data):
         r = _ratio(rl, cpr)
         add('reflink <= 0.90x cp -a --reflink=always', '%s, %d files, steady%s' % (fs, big, _durable(rl, cpr)), r, 0.90,
             'x', r is not None and r <= 0.90)
+    back = '%d files, 1 %% changed' % big
+    r = _ratio(_get(data, 'xfs', big, 'restore', 'engine:restore'), _get(data, 'xfs', big, 'restore', 'cp-reflink'))
+    if r is not None:
+        add('restore --mirror <= 1.0x cp -a --reflink=always', 'xfs, ' + back, r, 1.0, 'x', r <= 1.0)
+    r = _ratio(_get(data, 'xfs', big, 'diff', 'engine:diff'), _get(data, 'xfs', big, 'diff', 'rsync-n'))
+    if r is not None:
+        add('diff <= 0.5x rsync -ani --delete', 'xfs, ' + back, r, 0.5, 'x', r <= 0.5)
     worst = None
     for n in sizes:
         e = _get(data, 'btrfs', n, 'steady', 'engine:btrfs')
@@ -194,7 +201,7 @@ def headline(data, files=None):
     for st in _stages(data):
         if st['files'] != files:
             continue
-        for scenario in ('steady', 'changed'):
+        for scenario in ('steady', 'changed', 'restore', 'diff'):
             rows += _rows_for(data, st, scenario)
     align = ['---'] * 3 + ['--:'] * (len(header) - 3)
     return files, _table(header, rows, align)

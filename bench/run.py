@@ -234,8 +234,67 @@ def bench_fs(fs, files, args, wd, data):
         log('  changed (%d files): %s' % (changed, ', '.join(c.key for c in contenders)))
         warm, timed = measure(contenders, mnt, btrfs, args.reps, args.warmup)
         stage['scenarios']['changed'] = _scenario(contenders, warm, timed)
+        if fs == 'xfs':
+            stage['scenarios'].update(bench_restore_diff(src, snaps, prev, out, mnt, args))
         stage['loadavg']['end'] = os.getloadavg()
         write_json(args, data)
+
+
+def bench_restore_diff(src, snaps, prev, out, mnt, args):
+    """Getting data back, on the tree whose 1 % changed since PREV: a restore of PREV with mirror
+    over a live tree in that state (prepared afresh, untimed, before each sample) against
+    ``rsync -a --delete PREV/ live/`` (the same job) and ``cp -a --reflink=always`` of PREV (a
+    full clone, the floor of putting a tree back on XFS); and a diff of PREV and a snapshot of
+    the changed tree against ``rsync -ani --delete`` (a dry run) of the same pair."""
+    _t, second = engine_job({'op': 'snapshot', 'src': str(src), 'dest': str(snaps), 'method': 'hardlink'})
+    snap_a, snap_b = snaps / prev, Path(second['snapshot'])
+    live = out / 'live'
+
+    def prepare():
+        remove(live)
+        sh('cp', '-a', '--reflink=always', src, live)
+        syncfs(mnt)
+        settle(mnt)
+
+    restore = [('engine:restore', 'fslinks restore --mirror', 'engine',
+                {'op': 'restore', 'root': str(snaps), 'snapshot': prev, 'to': str(live), 'mirror': True}, prepare),
+               ('rsync-delete', 'rsync -a --delete', 'cmd',
+                ['rsync', '-a', '--delete', '%s/' % snap_a, '%s/' % live], prepare),
+               ('cp-reflink', 'cp -a --reflink=always', 'cmd',
+                ['cp', '-a', '--reflink=always', snap_a, out / 'cprestore'], None)]
+    diff = [('engine:diff', 'fslinks diff', 'engine', {'op': 'diff', 'a': str(snap_a), 'b': str(snap_b)}, None),
+            ('rsync-n', 'rsync -ani --delete', 'cmd',
+             ['rsync', '-ani', '--delete', '%s/' % snap_b, '%s/' % snap_a], None)]
+    res = {}
+    for scenario, contenders in (('restore', restore), ('diff', diff)):
+        log('  %s: %s' % (scenario, ', '.join(c[0] for c in contenders)))
+        timed = {c[0]: [] for c in contenders}
+        for rnd in range(args.warmup + args.reps):
+            for key, _label, kind, what, before in contenders:
+                if before is not None:
+                    before()
+                if kind == 'engine':
+                    t, got = engine_job(what)
+                    sample_ = {'seconds': round(got['seconds'], 6), 'stats': got['stats'], 'maxrss_kb': t.maxrss_kb}
+                else:
+                    t = check(run_timed([str(a) for a in what], env=dict(os.environ, LC_ALL='C')), key)
+                    sample_ = {'seconds': round(t.seconds, 6), 'maxrss_kb': t.maxrss_kb}
+                sample_['sync_seconds'] = round(syncfs(mnt), 6)
+                if rnd >= args.warmup:
+                    timed[key].append(sample_)
+            remove(out / 'cprestore')
+            settle(mnt)
+        res[scenario] = {}
+        for key, label, kind, what, _before in contenders:
+            entry = {'label': label, 'kind': kind, 'argv': None if kind == 'engine' else [str(a) for a in what],
+                     'samples': timed[key], 'warmup': []}
+            entry.update(summarize(timed[key]))
+            res[scenario][key] = entry
+    remove(live)
+    remove(snap_b)
+    os.unlink('%s.json' % snap_b)
+    settle(mnt)
+    return res
 
 
 def _scenario(contenders, warm, timed):

@@ -172,7 +172,7 @@ def _restore(root, snapshot, path, to, mirror, guard, dry_run, report, job, now)
                   'target': where, 'guard_snapshot': None, 'changes': plan.changes, 'changes_total': plan.count}
         if dry_run or not plan.count:
             return _summary(result, planned)
-        live = to is None or target == src or target.startswith(src.rstrip('/') + '/')
+        live = to is None or src is not None and (target == src or target.startswith(src.rstrip('/') + '/'))
         if guard and live and plan.touches_existing:
             result['guard_snapshot'] = _guard(root, src, job, record, now)['snapshot']
         if point.parent is None:        # a dry run's plan: now make the parents

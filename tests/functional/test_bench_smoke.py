@@ -106,3 +106,24 @@ def test_ab_compares_two_engines(loop_workdir, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / 'bench' / 'ab.py'), '--baseline', str(tmp_path)],
                          capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode != 0 and 'is not a checkout of the collection' in bad.stderr
+
+
+def test_bench_restore_and_diff_on_xfs(loop_workdir, tmp_path):
+    """On XFS the bench also times getting data back: restore --mirror against rsync --delete and a
+    full cp --reflink, diff against rsync -ani; both targets are evaluated."""
+    _require_loop_fs()
+    loopfs.check_prerequisites('xfs')
+    results, docs = tmp_path / 'results', tmp_path / 'docs'
+    argv = [sys.executable, str(ROOT / 'bench' / 'run.py'), '--files', '200', '--reps', '1', '--fs', 'xfs',
+            '--no-ansible', '--no-plot', '--workdir', str(loop_workdir), '--results-dir', str(results),
+            '--docs-dir', str(docs)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (stage,) = json.loads((results / 'latest.json').read_text())['stages']
+    restore, diff = stage['scenarios']['restore'], stage['scenarios']['diff']
+    assert set(restore) == {'engine:restore', 'rsync-delete', 'cp-reflink'} and set(diff) == {'engine:diff', 'rsync-n'}
+    # The restore put back the files that changed since PREV; the diff saw them as modified.
+    assert restore['engine:restore']['samples'][0]['stats']['reflinked'] == stage['tree']['changed_files']
+    assert diff['engine:diff']['samples'][0]['stats']['modified'] == stage['tree']['changed_files']
+    assert 'restore --mirror <= 1.0x cp -a --reflink=always' in proc.stdout
+    assert 'diff <= 0.5x rsync -ani --delete' in proc.stdout

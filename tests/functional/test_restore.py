@@ -164,6 +164,21 @@ def test_restore_to_another_directory_and_an_absolute_live_path(xfs, workdir):
     assert whole['guard_snapshot'] is None
 
 
+def test_a_snapshot_without_its_record(xfs, workdir):
+    """A record is information: without it a snapshot is still restorable elsewhere, and a
+    restore into the live tree asks where that is."""
+    work = workdir(xfs)
+    src = _live(work, 'xfs', 'reflink')
+    root = work / 'snaps'
+    snap = run(Request(str(src), str(root)), now=Clock()())['snapshot']
+    os.unlink(snap + '.json')
+    with pytest.raises(BadInput, match='does not say where it came from'):
+        restore(str(root))
+    res = restore(str(root), to=str(work / 'elsewhere'))
+    assert res['changed'] and res['guard_snapshot'] is None
+    assert_same_tree(snap, work / 'elsewhere')
+
+
 def test_bad_input_changes_nothing(xfs, workdir, loop_fs):
     work = workdir(xfs)
     src = _live(work, 'xfs', 'reflink')
