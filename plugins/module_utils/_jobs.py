@@ -410,8 +410,8 @@ def _print_restore(cfg, result, as_json, dry_run):
         return
     what = result['path'] or 'the whole tree'
     if not result['changed']:
-        _out('job %s: %s already matches snapshot %s: nothing to restore' % (cfg['name'], result['target'],
-                                                                                result['snapshot']))
+        _out('job %s: %s already matches snapshot %s: nothing to restore'
+             % (cfg['name'], result['target'], result['snapshot']))
         return
     verb = 'would restore' if dry_run else 'restored'
     line = 'job %s: %s %s from snapshot %s to %s: %d changed, %d deleted' % (

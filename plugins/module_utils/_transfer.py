@@ -144,7 +144,6 @@ def _reason(exc):
     return _ioctl.REFLINK_UNSUPPORTED
 
 
-
 def first_regular_file(root_fd, limit=10000):
     """An open fd of some regular file under root_fd (for probing), or None.
     Looks at no more than ``limit`` entries."""

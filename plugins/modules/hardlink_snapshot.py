@@ -197,7 +197,7 @@ stats:
 changed_files:
   description:
     - Regular files of the new snapshot against the previous one, counted on the way at the cost of
-      one C(lstat) per file: C(added), C(modified) (data or metadata differ) and C(deleted) (from
+      one C(lstat) per file. C(added), C(modified) (data or metadata differ) and C(deleted) (from
       the previous snapshot's record; V(null) where it does not know).
     - V(null) for a first snapshot and for V(btrfs), which walks nothing. A sudden large number is
       what a mass change (a ransomware-style rewrite) looks like; the metric

@@ -14,9 +14,9 @@ version_added: 0.1.0
 description:
   - Restores snapshot O(snapshot) of the snapshot root O(root) (the
     O(fslinks.snapshots.hardlink_snapshot#module:dest) of a snapshot task, or the C(dest) of a
-    snapshot job): the whole tree, or O(path) inside it, into the tree the snapshot was taken of
+    snapshot job), the whole tree or O(path) inside it, into the tree the snapshot was taken of
     (the C(src) in its record), or into O(dest).
-  - Reflinks where the snapshot and the target are on one filesystem that can clone (XFS, btrfs:
+  - Reflinks where the snapshot and the target are on one filesystem that can clone (XFS, btrfs;
     a large file comes back at once and shares its blocks with the snapshot), copies elsewhere.
   - Each file is written under a temporary name and renamed over the old one, and a directory
     the target lacks is built aside and renamed into place, so a restore that fails or is killed
