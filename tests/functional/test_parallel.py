@@ -226,8 +226,8 @@ def test_fds_beyond_the_open_file_limit_are_closed_not_leaked():
         with os.fdopen(r, 'rb') as f:
             report = f.read().decode()
     finally:
+        mine.close()        # first: should the send have failed, the receiver sees end of file
         os.waitpid(pid, 0)
-        mine.close()
         for fd in fds:
             os.close(fd)
     assert report == 'FdsLost, slot free'
