@@ -5,9 +5,11 @@
 #       the same bed, copy, environment and teardown around COMMAND (run in the copy, in a
 #       session of its own) instead of Molecule; NAME only names the run (scripts/fleet.sh).
 #
-#   1. scripts/testbed.sh: docker.io, a Docker daemon, the fslinks-debian:{systemd,cron} images;
+#   1. scripts/testbed.sh: docker.io, a Docker daemon, the images the scenario's platforms name
+#      (fslinks-debian:{systemd,cron} for --exec);
 #   2. three loop filesystems made and mounted on the host (ext4, XFS with reflink=1, btrfs with
-#      user_subvol_rm_allowed), each with a `src` (a subvolume on btrfs, a directory elsewhere);
+#      user_subvol_rm_allowed), each with a `src` (a subvolume on btrfs, a directory elsewhere),
+#      and DATA/src for each platform that sets `data: DATA` (a folder of its disk, not the whole);
 #      molecule/shared/create.yml bind-mounts each into its container at /data;
 #   3. `molecule test -s SCENARIO` (or the command given) on a copy of the collection taken at
 #      the start, so edits to the checkout during the run do not change what is tested;
@@ -52,7 +54,21 @@ fi
 [[ $(id -u) -eq 0 ]] || die "needs root (loop devices, mount, docker)"
 [[ -x $ROOT/.venv/bin/molecule ]] || die "no molecule in .venv: run scripts/setup.sh (make setup)"
 
-"$ROOT/scripts/testbed.sh"
+# The scenario's platforms, one line each: IMAGE FS [DATA].
+PLATFORMS=()
+if ((!EXEC)); then
+    mapfile -t PLATFORMS < <(python - "$ROOT/molecule/$SCENARIO/molecule.yml" <<'EOF'
+import sys
+import yaml
+for p in yaml.safe_load(open(sys.argv[1]))['platforms']:
+    print(p['image'], p['fs'], p.get('data', ''))
+EOF
+)
+    ((${#PLATFORMS[@]})) || die "no platforms in molecule/$SCENARIO/molecule.yml"
+fi
+# Only the images this scenario runs: each suite costs a debootstrap on a fresh machine.
+# shellcheck disable=SC2046  # one word per image
+"$ROOT/scripts/testbed.sh" $(printf '%s\n' "${PLATFORMS[@]}" | awk 'NF {print $1}' | sort -u)
 
 # --- teardown of one run folder (ours at exit, or a dead run's) ----------------------------
 teardown() {  # RUNDIR
@@ -143,6 +159,17 @@ for fs in "${FILESYSTEMS[@]}"; do
         btrfs -q subvolume create "$mnt/src" >/dev/null
     else
         mkdir "$mnt/src"
+    fi
+done
+for platform in "${PLATFORMS[@]}"; do
+    read -r _image fs data <<<"$platform"
+    [[ -n $data ]] || continue
+    [[ $data =~ ^[a-z0-9][a-z0-9-]*$ ]] || die "bad data folder '$data' in molecule/$SCENARIO/molecule.yml"
+    mkdir "$RUNDIR/$fs/$data"
+    if [[ $fs == btrfs ]]; then
+        btrfs -q subvolume create "$RUNDIR/$fs/$data/src" >/dev/null
+    else
+        mkdir "$RUNDIR/$fs/$data/src"
     fi
 done
 say "data disks of $RUN ready: $(for fs in "${FILESYSTEMS[@]}"; do printf '%s ' "$fs=$(findmnt -n -o SOURCE "$RUNDIR/$fs")"; done)"

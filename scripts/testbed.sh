@@ -3,25 +3,43 @@
 #   1. docker.io and debootstrap from Debian's packages (only what is missing),
 #   2. a Docker daemon (an already running one is left alone),
 #   3. the base images, built from Debian packages with debootstrap + `docker import` (no
-#      registry): fslinks-debian:systemd boots systemd as PID 1, fslinks-debian:cron runs cron.
-#      An image is rebuilt only when its tag is missing or its recipe changed (label).
+#      registry), one per Debian suite and kind, tagged fslinks-debian:SUITE-KIND: KIND systemd
+#      boots systemd as PID 1, cron runs cron. The default suite's are also fslinks-debian:KIND.
+#      An image is rebuilt only when its tag is missing or its recipe changed (label); missing
+#      ones are built two at a time.
 #
-#   scripts/testbed.sh            all of the above (a second run takes well under a second)
-#   scripts/testbed.sh --rebuild  build the images again even if they exist
+#   scripts/testbed.sh                       all of the above for fslinks-debian:systemd and :cron
+#   scripts/testbed.sh IMAGE...              for these images instead: KIND or SUITE-KIND, with or
+#                                            without fslinks-debian: (e.g. bullseye-cron)
+#   scripts/testbed.sh --rebuild [IMAGE...]  build the images again even if they exist
 #
-# Environment: FSLINKS_DEBIAN_SUITE (default bookworm), FSLINKS_DEBIAN_MIRROR (default: the
-# mirror apt uses here), DOCKERD_LOG (default /var/log/fslinks-dockerd.log).
+# Environment: FSLINKS_DEBIAN_SUITE (default bookworm: the suite of fslinks-debian:KIND),
+# FSLINKS_DEBIAN_MIRROR (default: the mirror apt uses here), DOCKERD_LOG (default
+# /var/log/fslinks-dockerd.log).
 set -euo pipefail
 
 export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
-SUITE=${FSLINKS_DEBIAN_SUITE:-bookworm}
+DEFAULT_SUITE=${FSLINKS_DEBIAN_SUITE:-bookworm}
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/fslinks-dockerd.log}
 LOCK=${FSLINKS_TESTBED_LOCK:-/var/tmp/fslinks-testbed.lock}
 REBUILD=0
-[[ ${1:-} == --rebuild ]] && REBUILD=1
+if [[ ${1:-} == --rebuild ]]; then
+    REBUILD=1
+    shift
+fi
+(($#)) || set -- systemd cron
 
 say() { echo "testbed: $*"; }
 die() { echo "testbed: $*" >&2; exit 1; }
+
+# The images asked for, as SUITE-KIND (once each).
+declare -A WANT=()
+for image in "$@"; do
+    image=${image#fslinks-debian:}
+    [[ $image == *-* ]] || image=$DEFAULT_SUITE-$image
+    [[ $image =~ ^[a-z]+-(systemd|cron)$ ]] || die "no such image: $image (KIND or SUITE-KIND, KIND systemd or cron)"
+    WANT[$image]=1
+done
 
 [[ $(id -u) -eq 0 ]] || die "needs root (apt-get, dockerd, debootstrap)"
 
@@ -88,26 +106,42 @@ MASK_UNITS=(
 )
 RECIPE_VERSION=1   # bump when the build below changes in a way the hash cannot see
 
-recipe_hash() {  # KIND -> hash of everything that defines the image
-    printf '%s\n' "$RECIPE_VERSION" "$SUITE" "$1" "${IMAGE_PKGS[$1]}" "${MASK_UNITS[*]}" \
+recipe_hash() {  # SUITE KIND -> hash of everything that defines the image
+    printf '%s\n' "$RECIPE_VERSION" "$1" "$2" "${IMAGE_PKGS[$2]}" "${MASK_UNITS[*]}" \
         | sha256sum | cut -c1-16
 }
 
-build_image() {  # KIND
-    local kind=$1 tag=fslinks-debian:$1 want have rootfs mirror_uri
-    want=$(recipe_hash "$kind")
-    have=$(docker image inspect -f '{{ index .Config.Labels "fslinks.testbed.recipe" }}' "$tag" 2>/dev/null || true)
-    if ((!REBUILD)) && [[ $have == "$want" ]]; then
-        return 0
-    fi
+label() {  # TAG -> its recipe label, empty if there is no such image
+    docker image inspect -f '{{ index .Config.Labels "fslinks.testbed.recipe" }}' "$1" 2>/dev/null || true
+}
+
+current() {  # SUITE KIND -> 0 if the image is there with its recipe (under either tag), tagging
+    # it under the other: images built before the per-suite tags need no rebuild.
+    local suite=$1 kind=$2 want tags=("fslinks-debian:$1-$2") tag
+    want=$(recipe_hash "$suite" "$kind")
+    [[ $suite == "$DEFAULT_SUITE" ]] && tags+=("fslinks-debian:$kind")
+    for tag in "${tags[@]}"; do
+        if [[ $(label "$tag") == "$want" ]]; then
+            for other in "${tags[@]}"; do
+                [[ $(label "$other") == "$want" ]] || docker tag "$tag" "$other"
+            done
+            return 0
+        fi
+    done
+    return 1
+}
+
+build_image() {  # SUITE KIND
+    local suite=$1 kind=$2 tag=fslinks-debian:$1-$2 want rootfs mirror_uri
+    want=$(recipe_hash "$suite" "$kind")
     mirror_uri=$(mirror)
-    rootfs=$(mktemp -d /var/tmp/fslinks-rootfs-"$kind".XXXXXX)
+    rootfs=$(mktemp -d /var/tmp/fslinks-rootfs-"$suite-$kind".XXXXXX)
     # shellcheck disable=SC2064
     trap "rm -rf '$rootfs'" EXIT
-    say "building $tag: debootstrap $SUITE from $mirror_uri (about a minute)"
+    say "building $tag: debootstrap $suite from $mirror_uri (about a minute)"
     local t0=$SECONDS
     if ! debootstrap --variant=minbase --include="${IMAGE_PKGS[$kind]}" \
-        "$SUITE" "$rootfs" "$mirror_uri" >"$rootfs.log" 2>&1; then
+        "$suite" "$rootfs" "$mirror_uri" >"$rootfs.log" 2>&1; then
         tail -n 30 "$rootfs.log" >&2
         die "debootstrap failed for $tag (full log: $rootfs.log)"
     fi
@@ -133,11 +167,32 @@ build_image() {  # KIND
         changes+=(--change 'CMD ["/usr/sbin/cron", "-f"]')
     fi
     tar --numeric-owner --xattrs -C "$rootfs" -c . | docker import "${changes[@]}" - "$tag" >/dev/null
+    [[ $suite == "$DEFAULT_SUITE" ]] && docker tag "$tag" "fslinks-debian:$kind"
     rm -rf "$rootfs"
     trap - EXIT
     say "built $tag in $((SECONDS - t0)) s"
 }
 
-for kind in systemd cron; do
-    build_image "$kind"
+# Two builds at a time: on a cold machine, mostly a download and dpkg unpacking each (2 cores).
+pids=()
+failed=0
+for image in $(printf '%s\n' "${!WANT[@]}" | sort); do
+    suite=${image%-*} kind=${image##*-}
+    if ((!REBUILD)) && current "$suite" "$kind"; then
+        continue
+    fi
+    if ((${#pids[@]} >= 2)); then
+        wait -n -p finished "${pids[@]}" || failed=1
+        left=()
+        for pid in "${pids[@]}"; do
+            [[ $pid == "$finished" ]] || left+=("$pid")
+        done
+        pids=("${left[@]}")
+    fi
+    build_image "$suite" "$kind" &
+    pids+=("$!")
 done
+for pid in "${pids[@]}"; do
+    wait "$pid" || failed=1
+done
+((!failed)) || die "an image build failed (see above)"

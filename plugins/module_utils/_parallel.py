@@ -16,6 +16,7 @@ A worker dies with its parent (PR_SET_PDEATHSIG), so a killed run never
 leaves a process writing into a tree that the next run removes.
 """
 
+import array
 import ctypes
 import ctypes.util
 import mmap
@@ -28,6 +29,9 @@ import socket
 from ._errors import LinkError
 
 _MSG_MAX = 65536        # a job is a relative path; deeper ones are walked locally
+_JOB_FDS = 3            # the most fds one message carries (a job's three)
+# Room for exactly _JOB_FDS: one more sets MSG_CTRUNC instead of arriving unnoticed.
+_ANC_SIZE = socket.CMSG_LEN(_JOB_FDS * array.array('i').itemsize)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -45,6 +49,11 @@ def default_workers(fstype=None):
 
 class WorkerDied(LinkError):
     """A worker process ended without saying why (killed, out of memory)."""
+
+
+class FdsLost(LinkError):
+    """A message's fds did not all arrive (MSG_CTRUNC): the receiver ran out
+    of fds (RLIMIT_NOFILE) or was sent more than a job carries."""
 
 
 def _die_with_parent(parent):
@@ -65,18 +74,40 @@ def _close_all_but(keep):
     os.closerange(low, 1 << 20)
 
 
+def _close(fds):
+    for fd in fds:
+        os.close(fd)
+
+
+# sendmsg/recvmsg with SCM_RIGHTS, not socket.send_fds/recv_fds: those are Python 3.9+, and
+# the engine runs on hosts with Python 3.8.
 def _send(sock, msg, fds=()):
-    socket.send_fds(sock, [pickle.dumps(msg, protocol=2)], list(fds))
+    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', fds))] if fds else []
+    sock.sendmsg([pickle.dumps(msg, protocol=2)], anc)
 
 
 def _recv(sock):
-    """(message, fds), or (None, []) at end of file."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, _MSG_MAX + 1024, 3)
-    if not data:
-        for fd in fds:
-            os.close(fd)
+    """(message, fds), or (None, []) at end of file. The fds are the
+    caller's to close; on any error they are closed here."""
+    data, anc, flags, _addr = sock.recvmsg(_MSG_MAX + 1024, _ANC_SIZE)
+    fds = array.array('i')
+    for level, kind, payload in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            # Whole ints only: a truncated control message may end mid-int.
+            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+    fds = list(fds)
+    try:
+        if flags & socket.MSG_CTRUNC:
+            raise FdsLost('a snapshot worker message lost its file descriptors on the way '
+                          '(out of file descriptors? see ulimit -n)', None, None)
+        msg = pickle.loads(data) if data else None
+    except BaseException:
+        _close(fds)
+        raise
+    if msg is None:
+        _close(fds)
         return None, []
-    return pickle.loads(data), fds
+    return msg, fds
 
 
 def _pack_error(exc):
@@ -183,10 +214,11 @@ class Pool(object):
                 while queue and idle:
                     i = idle.pop()
                     rel, fds, owned = queue.pop()
-                    _send(self._socks[i], ('job', rel), fds)
-                    if owned:
-                        for fd in fds:
-                            os.close(fd)
+                    try:
+                        _send(self._socks[i], ('job', rel), fds)
+                    finally:        # sent or not (a dead worker), this job's fds are done with
+                        if owned:
+                            _close(fds)
                     busy.add(i)
                 self._hungry[0] = max(0, min(255, len(idle) - len(queue)))
                 if not busy:
@@ -198,7 +230,9 @@ class Pool(object):
                         raise WorkerDied('a snapshot worker process died unexpectedly', None, None)
                     if msg[0] == 'job':
                         queue.append((msg[1], fds, True))
-                    elif msg[0] == 'done':
+                        continue
+                    _close(fds)     # only a job carries fds
+                    if msg[0] == 'done':
                         busy.discard(i)
                         idle.append(i)
                     elif msg[0] == 'error':

@@ -5,8 +5,11 @@ one: same trees, same counts, hard links kept across workers, no worker left aft
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +25,7 @@ from helpers.trees import make_hostile_tree, make_many_files
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _parallel
 from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import BadInput
+from ansible_collections.fslinks.snapshots.plugins.module_utils._parallel import FdsLost
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
 
 
@@ -142,3 +146,91 @@ def test_default_workers_follow_cpus_and_filesystem():
         'print(_parallel.default_workers("xfs"))'
     out = subprocess.run([sys.executable, '-c', code, str(COLLECTIONS)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '1'
+
+
+# --- fds over the socket (sendmsg/recvmsg with SCM_RIGHTS) ------------------------------------
+
+def open_fds():
+    return set(os.listdir('/proc/self/fd'))
+
+
+def test_a_job_brings_its_fds_and_more_are_refused_not_leaked(tmp_path):
+    """Three fds arrive as the same open files; a fourth does not fit (MSG_CTRUNC): FdsLost,
+    and the three that did arrive are closed, not left open in the receiver."""
+    files = [tmp_path / ('f%d' % i) for i in range(4)]
+    for f in files:
+        f.write_bytes(b'x')
+    fds = [os.open(f, os.O_RDONLY) for f in files]
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        _parallel._send(mine, ('job', b'd/e'), fds[:3])
+        msg, got = _parallel._recv(theirs)
+        assert msg == ('job', b'd/e') and len(got) == 3
+        assert [os.fstat(fd).st_ino for fd in got] == [f.stat().st_ino for f in files[:3]]
+        assert not set(got) & set(fds)       # new fds in the receiver, not the same numbers
+        for fd in got:
+            os.close(fd)
+
+        _parallel._send(mine, ('job', b'too/many'), fds)
+        before = open_fds()
+        with pytest.raises(FdsLost, match='lost its file descriptors'):
+            _parallel._recv(theirs)
+        assert open_fds() == before
+
+        mine.close()        # end of file: no message, no fds
+        assert _parallel._recv(theirs) == (None, [])
+    finally:
+        mine.close()
+        theirs.close()
+        for fd in fds:
+            os.close(fd)
+
+
+def test_fds_beyond_the_open_file_limit_are_closed_not_leaked():
+    """The MSG_CTRUNC a busy caller meets: the receiver may open one more fd and a job brings
+    three. The kernel installs one and drops two; FdsLost, and the one is closed again."""
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:        # the receiver, in a process of its own: it lowers its fd limit
+        report = 'crashed'
+        try:
+            os.close(r)
+            mine.close()
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(int(n) for n in open_fds()) + 8, hard))
+            fillers = []
+            try:
+                while True:
+                    fillers.append(os.open('/dev/null', os.O_RDONLY))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE
+            free = fillers.pop()
+            os.close(free)      # exactly one slot left: fd number `free`
+            try:
+                _parallel._recv(theirs)
+                report = 'no error'
+            except FdsLost:
+                try:
+                    probe = os.open('/dev/null', os.O_RDONLY)
+                    report = 'FdsLost, slot free' if probe == free else 'FdsLost, got fd %d' % probe
+                except OSError as exc:
+                    report = 'FdsLost, but the fd that arrived leaked (%s)' % exc
+        except BaseException as exc:    # pylint: disable=broad-except
+            report = 'failed: %r' % exc
+        finally:
+            os.write(w, report.encode())
+            os._exit(0)
+    os.close(w)
+    theirs.close()
+    fds = [os.open('/dev/null', os.O_RDONLY) for _ in range(3)]
+    try:
+        _parallel._send(mine, ('job', b'deep'), fds)
+        with os.fdopen(r, 'rb') as f:
+            report = f.read().decode()
+    finally:
+        mine.close()        # first: should the send have failed, the receiver sees end of file
+        os.waitpid(pid, 0)
+        for fd in fds:
+            os.close(fd)
+    assert report == 'FdsLost, slot free'

@@ -10,8 +10,10 @@ import pytest
 
 # Each host's data disk (molecule.yml `fs`), what runs as PID 1 there (`init`), and the
 # snapshot method the job must pick on that disk.
-FS = {'ext4-host': 'ext4', 'xfs-host': 'xfs', 'btrfs-host': 'btrfs'}
-INIT = {'ext4-host': 'cron', 'xfs-host': 'systemd', 'btrfs-host': 'systemd'}
+FS = {'ext4-host': 'ext4', 'xfs-host': 'xfs', 'btrfs-host': 'btrfs', 'bullseye-host': 'ext4', 'trixie-host': 'xfs'}
+INIT = {'ext4-host': 'cron', 'xfs-host': 'systemd', 'btrfs-host': 'systemd', 'bullseye-host': 'cron', 'trixie-host': 'systemd'}
+# The host's /usr/bin/python3 (the README names these as run in Molecule).
+PYTHON = {'ext4-host': '3.11', 'xfs-host': '3.11', 'btrfs-host': '3.11', 'bullseye-host': '3.9', 'trixie-host': '3.13'}
 METHOD = {'ext4': 'hardlink', 'xfs': 'reflink', 'btrfs': 'btrfs'}
 
 CLI = '/usr/local/bin/fslinks-snapshot'
@@ -63,6 +65,13 @@ def test_data_disk(host, name):
     assert host.mount_point('/data').filesystem == FS[name]
     # On btrfs, src is a subvolume (its root directory has inode 256), so `auto` picks btrfs.
     assert (inode(host, SRC) == 256) == (FS[name] == 'btrfs')
+
+
+def test_host_python(host, name):
+    version = host.check_output("/usr/bin/python3 -c 'import platform; print(platform.python_version())'")
+    assert version.rsplit('.', 1)[0] == PYTHON[name], version
+    # The CLI runs the Python that the role put in its shebang.
+    assert host.file(CLI).content_string.startswith('#!/usr/bin/python3\n')
 
 
 def test_cli_installed(host):
