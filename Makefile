@@ -16,7 +16,7 @@ BENCH_ARGS ?=
 
 help:
 	@echo "make setup        system packages, .venv, .collections symlink (idempotent)"
-	@echo "make test         pytest, sanity, build-check, molecule, lint, docs-lint (what CI runs)"
+	@echo "make test         pytest, sanity, pyversions, build-check, molecule, lint, docs-lint (what CI runs)"
 	@echo "make pytest       only the pytest suite (PYTEST_ARGS='-k xfs -x' to narrow it)"
 	@echo "make sanity       only ansible-test sanity (offline, on a copy of the tree)"
 	@echo "make pyversions   what runs on hosts (engine, modules, CLI) needs no Python newer than 3.8"
