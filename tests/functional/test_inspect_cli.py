@@ -5,12 +5,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from helpers import COLLECTIONS
+from helpers import processes
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _jobs
 pytestmark = pytest.mark.loopfs
@@ -24,15 +22,8 @@ def write(path, data, mtime=None):
         os.utime(path, (mtime, mtime))
 
 
-CLI = [sys.executable, '-c',
-       'import sys; sys.path.insert(0, %r)\n'
-       'from ansible_collections.fslinks.snapshots.plugins.module_utils._jobs import main\n'
-       'sys.exit(main())' % str(COLLECTIONS)]
-
-
 def cli(w, *args):
-    return subprocess.run(CLI + ['--config-dir', str(w / 'etc')] + list(args),
-                          capture_output=True, text=True, timeout=120, check=False)
+    return processes.cli(w / 'etc', *args)
 
 
 def test_cli_list_du_diff_versions(xfs, workdir):

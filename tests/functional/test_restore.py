@@ -54,6 +54,18 @@ def _mess_up(src):
     (src / 'extra-dir' / 'f').write_bytes(b'x')
 
 
+def _snapshot_then_mess_up(work):
+    """(src, root, snapshot, before): the hostile tree snapshotted, then messed up, and a copy
+    of it as it is then (what a restore that changes nothing must leave)."""
+    src = _live(work, 'xfs', 'reflink')
+    root = work / 'snaps'
+    snap = run(Request(str(src), str(root)), now=Clock()())['snapshot']
+    _mess_up(src)
+    before = work / 'before'
+    copy_reference(src, before)
+    return src, root, snap, before
+
+
 @pytest.mark.parametrize('mirror', [True, False], ids=['mirror', 'no-mirror'])
 def test_whole_tree_comes_back(fs, workdir, mirror):
     fstype = loopfs.fstype_of(fs)
@@ -94,12 +106,7 @@ def test_whole_tree_comes_back(fs, workdir, mirror):
 
 def test_dry_run_lists_and_changes_nothing(xfs, workdir):
     work = workdir(xfs)
-    src = _live(work, 'xfs', 'reflink')
-    root = work / 'snaps'
-    run(Request(str(src), str(root)), now=Clock()())
-    _mess_up(src)
-    before = work / 'before'
-    copy_reference(src, before)
+    src, root, _snap, before = _snapshot_then_mess_up(work)
     seen = []
     res = restore(str(root), mirror=True, dry_run=True, report=lambda p, a, s, d: seen.append((p, a)))
     assert res['changed'] and res['guard_snapshot'] is None
@@ -147,12 +154,7 @@ def test_one_file_from_an_older_snapshot_shares_its_extents(fs, workdir):
 
 def test_restore_to_another_directory_and_an_absolute_live_path(xfs, workdir):
     work = workdir(xfs)
-    src = _live(work, 'xfs', 'reflink')
-    root = work / 'snaps'
-    snap = run(Request(str(src), str(root)), now=Clock()())['snapshot']
-    _mess_up(src)
-    before = work / 'before'
-    copy_reference(src, before)
+    src, root, snap, before = _snapshot_then_mess_up(work)
     elsewhere = work / 'elsewhere'
     res = restore(str(root), path=str(src / 'hard'), to=str(elsewhere))
     assert res['guard_snapshot'] is None            # the live tree is not touched
@@ -181,12 +183,7 @@ def test_a_snapshot_without_its_record(xfs, workdir):
 
 def test_bad_input_changes_nothing(xfs, workdir, loop_fs):
     work = workdir(xfs)
-    src = _live(work, 'xfs', 'reflink')
-    root = work / 'snaps'
-    run(Request(str(src), str(root)), now=Clock()())
-    _mess_up(src)
-    before = work / 'before'
-    copy_reference(src, before)
+    src, root, _snap, before = _snapshot_then_mess_up(work)
     times = os.stat(src)
     os.symlink(str(work / 'before'), src / 'links-out')
     cases = [

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
-from helpers import COLLECTIONS
+from helpers import processes
 from helpers.ansible_run import run_adhoc
 from helpers.oracles import rsync_diff
 from helpers.snapshots import Clock
@@ -19,15 +17,8 @@ from helpers.trees import copy_reference
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
 
-CLI = [sys.executable, '-c',
-       'import sys; sys.path.insert(0, %r)\n'
-       'from ansible_collections.fslinks.snapshots.plugins.module_utils._jobs import main\n'
-       'sys.exit(main())' % str(COLLECTIONS)]
-
-
 def cli(w, *args):
-    return subprocess.run(CLI + ['--config-dir', str(w / 'etc')] + list(args),
-                          capture_output=True, text=True, timeout=300, check=False)
+    return processes.cli(w / 'etc', *args)
 
 
 def _tree(src):
