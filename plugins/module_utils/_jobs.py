@@ -352,7 +352,7 @@ def _command(args, where):
             time.sleep(random.uniform(0, args.random_delay))
         result = run_job(cfg)
         for warning in result.get('warnings', []):
-            log('job %s: %s' % (cfg['name'], warning), error=True)
+            log('job %s: %s' % (cfg['name'], display(warning)), error=True)
         log(summary(cfg, result))
     elif args.command == 'init':
         init_job(cfg)

@@ -426,7 +426,9 @@ def check_initialized(dest, tag=None):
     words = None
     try:
         fd = os.open(os.path.join(dest, LOCK_NAME), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise from_oserror(exc, dest, 'snapshot root')    # there, but not for us (EACCES...)
         words = 'is missing or not initialized (no %s): is its filesystem mounted?' % LOCK_NAME
     else:
         try:

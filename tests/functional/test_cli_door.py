@@ -110,7 +110,7 @@ def test_unreadable_root(nobody_job):
     assert done.returncode == _jobs.EX_STALE and 'permission denied' in done.stdout, done
     done = _cli(job, 'run', 'data', user=65534)
     assert done.returncode == _jobs.EX_FAIL, done
-    _one_line_naming(done, str(job.dest))
+    _one_line_naming(done, str(job.dest), 'permission denied')    # the cause, not "not initialized"
     assert job.metric('last_run_status') == 0
 
 
