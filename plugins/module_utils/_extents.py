@@ -67,22 +67,23 @@ def _all_hole(fd):
     return False
 
 
-def shared_bytes(fd_a, fd_b):
+def shared_bytes(fd_a, fd_b, names=('file', 'file')):
     """Bytes of a's data whose physical blocks are also b's data blocks
-    (extents are clipped to the file sizes: FIEMAP rounds up to blocks)."""
+    (extents are clipped to the file sizes: FIEMAP rounds up to blocks).
+    ``names``: the two files' paths, for an error message."""
     if not same_filesystem(fd_a, fd_b):
         return 0
 
-    def ranges(fd):
+    def ranges(fd, name):
         size = os.fstat(fd).st_size
         out = []
-        for ext in _ioctl.fiemap(fd):
+        for ext in _ioctl.fiemap(fd, name):
             length = min(ext.length, size - ext.logical)
             if ext.comparable and length > 0:
                 out.append((ext.physical, ext.physical + length))
         return sorted(out)
 
-    ra, rb = ranges(fd_a), ranges(fd_b)
+    ra, rb = ranges(fd_a, names[0]), ranges(fd_b, names[1])
     total = i = j = 0
     while i < len(ra) and j < len(rb):
         lo, hi = max(ra[i][0], rb[j][0]), min(ra[i][1], rb[j][1])

@@ -54,7 +54,7 @@ def compare_files(a, b):
         same = (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
         return {
             'a': a, 'b': b, 'same_inode': same,
-            'shared_bytes': sa.st_size if same else _shared(fds, a),
+            'shared_bytes': sa.st_size if same else _shared(fds, (a, b)),
             'fully_shared': same or extents_equal(fds[0], fds[1]),
         }
     finally:
@@ -62,8 +62,8 @@ def compare_files(a, b):
             os.close(fd)
 
 
-def _shared(fds, where):
+def _shared(fds, names):
     try:
-        return shared_bytes(fds[0], fds[1])
+        return shared_bytes(fds[0], fds[1], names)
     except OSError as exc:
-        raise from_oserror(exc, where, 'fiemap', 'filesystem does not support FIEMAP')
+        raise from_oserror(exc, names[0], 'fiemap', 'filesystem does not support FIEMAP')

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
+import tempfile
 import textwrap
 
 import pytest
 
+from helpers import loopfs
 from helpers.ansible_run import run_adhoc, run_playbook, run_tasks
 from helpers.oracles import filefrag_shared
 from helpers.trees import data, write
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _facts, _mounts
+from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import NotSupported
 from ansible_collections.fslinks.snapshots.plugins.module_utils._reflink_copy import reflink_copy
 
 pytestmark = [pytest.mark.loopfs]
@@ -264,3 +268,18 @@ def test_mount_of_with_a_mount_slid_beneath(xfs, workdir):
         assert os.listdir(w / 'x') == ['file']          # the top mount still shows
         facts = _facts.link_facts(paths=[str(w / 'x' / 'file')])['paths'][str(w / 'x' / 'file')]
         assert facts['device'] == 'on-top', facts
+
+
+def test_compare_where_fiemap_is_missing_names_the_file():
+    """tmpfs has no FIEMAP: the error names the file compared, not a placeholder."""
+    if loopfs.fstype_of('/dev/shm') != 'tmpfs':
+        pytest.skip('/dev/shm is not a tmpfs here')
+    d = tempfile.mkdtemp(dir='/dev/shm', prefix='fslinks-test-')
+    try:
+        for name in ('a', 'b'):
+            with open(os.path.join(d, name), 'wb') as f:
+                f.write(os.urandom(5000))
+        with pytest.raises(NotSupported, match='fiemap: %s: filesystem does not support FIEMAP' % (d + '/a')):
+            _facts.compare_files(os.path.join(d, 'a'), os.path.join(d, 'b'))
+    finally:
+        shutil.rmtree(d)
