@@ -78,3 +78,45 @@ def test_clock_stepping_back_keeps_the_newest(ext4, workdir):
     assert latest(dest) == os.path.basename(res['snapshot'])
     assert snapshot_names(dest) == ['2026-03-03T120000Z', os.path.basename(res['snapshot'])]
     assert res['future_dated'] == []
+
+
+def test_list_check_and_metrics_report_future_dated(ext4, workdir, capsys):
+    """A job whose last run had the clock years ahead: `check` fails (the newest tells nothing
+    about freshness), `list` and `check` say so in a warning line, the metrics count it; once a
+    run with the right clock is the newest, check passes again but still warns."""
+    # pylint: disable=import-outside-toplevel
+    from argparse import Namespace
+
+    from ansible_collections.fslinks.snapshots.plugins.module_utils import _jobs
+    work = workdir(ext4)
+    (work / 'src').mkdir()
+    (work / 'metrics').mkdir()
+    cfg = _jobs.validate_job({'name': 'data', 'src': str(work / 'src'), 'dest': str(work / 'snaps'),
+                              'keep': {'daily': 7}, 'metrics_dir': str(work / 'metrics'), 'max_age': 7200,
+                              'schedule': 'hourly'})
+    _jobs.init_job(cfg)
+    now = datetime.datetime.now(UTC).replace(microsecond=0)
+    _jobs.run_job(cfg, now=now - datetime.timedelta(hours=1))
+    res = _jobs.run_job(cfg, now=datetime.datetime(2030, 6, 1, tzinfo=UTC))
+    ahead = os.path.basename(res['snapshot'])
+
+    ok, message = _jobs.check_job(cfg)
+    assert not ok
+    assert 'newest snapshot %s is dated in the future (created 2030-06-01T00:00:00Z)' % ahead in message
+    assert 'warning: 1 snapshot(s) dated in the future' in message
+
+    assert _jobs._cmd_list(cfg, Namespace(usage=False, json=True)) == _jobs.EX_OK     # pylint: disable=protected-access
+    out = capsys.readouterr()
+    listed = json.loads(out.out)
+    assert [s['future_dated'] for s in listed] == [False, True]
+    assert 'dated in the future, the furthest %s created 2030-06-01T00:00:00Z' % ahead in out.err
+
+    res = _jobs.run_job(cfg, now=now)           # the clock is right again
+    assert os.path.basename(res['snapshot']) == ahead + '-2'    # named after it, created now
+    ok, message = _jobs.check_job(cfg, now=now.timestamp() + 60)
+    assert ok, message
+    assert message.splitlines()[0] == 'job data: newest snapshot %s is 1m00s old' % (ahead + '-2')
+    assert 'warning: 1 snapshot(s) dated in the future' in message.splitlines()[1]
+    prom = (work / 'metrics' / 'fslinks_snapshot_data.prom').read_text()
+    assert 'fslinks_snapshot_future_dated{job="data"} 1\n' in prom
+    assert [s['time'] for s in _jobs.list_job(cfg)][-1] == now.strftime('%Y-%m-%dT%H:%M:%SZ')
