@@ -325,6 +325,33 @@ def test_pruning_twice_prunes_nothing_more(names_times, junk, policy):
     assert pruned_again == []
 
 
+# A job's runs: the gap since the previous run, and how wrong the clock is for this one
+# (mostly right; sometimes days behind or years ahead).
+RUNS = st.lists(st.tuples(st.one_of(st.integers(0, 120), st.integers(3600, 40 * 86400)),
+                          st.one_of(st.just(0), st.just(0), st.just(0), st.integers(-5 * 86400, 5 * 366 * 86400))),
+                min_size=1, max_size=40)
+
+
+@FAST
+@given(RUNS, policies)
+def test_pruning_after_every_run_under_wrong_clocks(runs, policy):
+    """Each run names its snapshot after the ones left, records the time its clock says, then
+    prunes: the snapshot just made always stays and is the last name, and what is left equals
+    one prune of every snapshot ever made (pruning early never loses what a rule keeps)."""
+    real = BASE
+    made, present, times = [], [], {}
+    for gap, skew in runs:
+        real += timedelta(seconds=gap)
+        clock = real + timedelta(seconds=skew)
+        new = R.next_snapshot_name(present, clock)
+        assert new not in made
+        times[new] = clock.replace(microsecond=0)
+        made.append(new)
+        present = R.select(present + [new], policy, times)[0]
+        assert present[-1] == new
+    assert present == R.select(made, policy, times)[0]
+
+
 @FAST
 @given(nonempty_snapshot_lists, st.sets(st.sampled_from(R.KEEP_KEYS), min_size=1))
 def test_all_zero_policy_is_refused(names, rules):
