@@ -136,7 +136,8 @@ def test_fuzz_request_and_run(xfs, workdir):
         'dest': st.sampled_from([os.path.join(base, p) for p in ('snaps', '../b/snaps', 'sn\naps', 'caf\u00e9',
                                                                  'bad-\udcff')]),
         'method': st.sampled_from(METHODS),
-        'keep': st.fixed_dictionaries({}, optional={'last': st.integers(0, 3), 'daily': st.integers(0, 3)}),
+        'keep': st.fixed_dictionaries({}, optional={'last': st.integers(0, 3), 'daily': st.integers(0, 3)}).filter(
+            lambda keep: not keep or any(keep.values())),       # all zero is refused: a bad value
         'exclude': st.lists(st.sampled_from(['*.tmp', '/sub/', 'f*', '/snaps/', '**/f', '[fs]*', 'sub/']), max_size=3),
         'one_file_system': st.booleans(),
         'lock_timeout': st.sampled_from([0, 1]),
