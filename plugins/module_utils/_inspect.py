@@ -676,7 +676,7 @@ def _same_version(a, b):
 # ---------------------------------------------------------------- listing
 
 def describe(root, now=None, with_usage=False, live=None, excluder=None):
-    """The snapshots of a root, oldest first: ``name``, ``path``,
+    """The snapshots of a root in the order they were made: ``name``, ``path``,
     ``created`` (ISO-8601 UTC: a run's start, from its record, else its name),
     ``age_seconds``, ``future_dated`` (created after ``now``: see
     _retention.is_future_dated),

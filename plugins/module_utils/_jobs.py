@@ -157,8 +157,8 @@ def future_warnings(cfg, snaps):
         return []
     furthest = max(future, key=lambda s: s['timestamp'])
     return ['job %s: warning: %d snapshot(s) dated in the future, the furthest %s created %s: the clock was '
-            'ahead when they were made, or went back since; each holds a slot of every retention rule until '
-            'deleted' % (cfg['name'], len(future), furthest['name'], furthest['time'])]
+            'ahead when they were made, or went back since; each keeps a slot of the period rules until deleted'
+            % (cfg['name'], len(future), furthest['name'], furthest['time'])]
 
 
 def _human(seconds):

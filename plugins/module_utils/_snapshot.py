@@ -473,10 +473,11 @@ def _report_future(req, result, kept, times, now):
     future = [n for n in kept if _retention.is_future_dated(times[n], now)]
     result['future_dated'] = [os.path.join(req.dest, n) for n in future]
     if future:
+        furthest = max(future, key=times.get)
         result.setdefault('warnings', []).append(
-            '%d snapshot(s) in %s dated in the future (%s created %s, now is %s): the clock was ahead when they '
-            'were made, or went back since; each counts in its own period of retention until it is deleted'
-            % (len(future), req.dest, future[-1], _iso(times[future[-1]]), _iso(now)))
+            '%d snapshot(s) in %s dated in the future (the furthest %s created %s, now is %s): the clock was ahead '
+            'when they were made, or went back since; each keeps a slot of the period rules until deleted'
+            % (len(future), req.dest, furthest, _iso(times[furthest]), _iso(now)))
 
 
 def _guarded(func, dest, name, action):
