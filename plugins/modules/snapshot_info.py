@@ -115,8 +115,8 @@ snapshots:
       sample: 3600
     future_dated:
       description:
-        - V(true) when RV(snapshots[].created) is more than 15 minutes after now: the clock was ahead
-          when it was made, or went back since.
+        - V(true) when RV(snapshots[].created) is more than 15 minutes after now (the clock was ahead
+          when it was made, or went back since).
       type: bool
       sample: false
     method:

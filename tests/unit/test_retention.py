@@ -559,8 +559,8 @@ def test_borg_prune_split_cases(policy, ids):
 
 def test_borg_prune_split_keep_oldest():
     # borg's test_prune_split_keep_oldest: the oldest is not the last of its year.
-    names = [R.format_snapshot_name(t) for t in _borg((2018, 1, 1, 10), (2018, 12, 30, 10), (2018, 12, 31, 10),
-                                                        (2019, 12, 31, 10))]
+    stamps = _borg((2018, 1, 1, 10), (2018, 12, 30, 10), (2018, 12, 31, 10), (2019, 12, 31, 10))
+    names = [R.format_snapshot_name(t) for t in stamps]
     assert R.select(names, {'yearly': 3})[0] == [names[0], names[2], names[3]]
     assert R.select(names, {'yearly': 2})[0] == [names[2], names[3]]
 
