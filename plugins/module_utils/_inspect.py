@@ -676,8 +676,10 @@ def _same_version(a, b):
 # ---------------------------------------------------------------- listing
 
 def describe(root, now=None, with_usage=False, live=None, excluder=None):
-    """The snapshots of a root, oldest first: ``name``, ``path``,
-    ``created`` (ISO-8601 UTC, from the name: a run's start), ``age_seconds``,
+    """The snapshots of a root in the order they were made: ``name``, ``path``,
+    ``created`` (ISO-8601 UTC: a run's start, from its record, else its name),
+    ``age_seconds``, ``future_dated`` (created after ``now``: see
+    _retention.is_future_dated),
     ``method`` and ``stats`` (from the record, None without one), ``files``,
     ``complete`` (false for the leftover of a run that did not finish),
     ``guard`` (made by a restore before it changed the live tree);
@@ -715,9 +717,10 @@ def describe(root, now=None, with_usage=False, live=None, excluder=None):
 
 
 def _entry(root, name, stem, record, complete, now):
-    when = _retention.parse_snapshot_name(stem)[0]
+    when = _retention.created_time(stem, record)
     stats = record.get('stats') if isinstance(record.get('stats'), dict) else None
     return {'name': name, 'stem': stem, 'path': os.path.join(root, name), 'created': iso(when),
             'age_seconds': int(now - (when - _utc(0)).total_seconds()),
+            'future_dated': _retention.is_future_dated(when, _utc(now)),
             'method': record.get('method'), 'files': (stats or {}).get('files'), 'stats': stats,
             'complete': complete, 'guard': record.get('purpose') == _snapshot.GUARD}

@@ -108,15 +108,17 @@ def _metrics_or_warn(cfg, result, started, error):
         log('job %s: could not write metrics to %s: %s' % (cfg['name'], metrics_path(cfg), exc.strerror), error=True)
 
 
-def list_job(cfg):
-    """Complete snapshots, oldest first, with their time and size on disk
+def list_job(cfg, now=None):
+    """Complete snapshots in the order they were made, with their creation
+    time (from the record) and whether it is in the future; size on disk
     left out on purpose (du would read every inode)."""
     out = []
     # A job's root exists once initialized: missing, it is an unmounted disk, not an empty list.
-    for name in _snapshot.list_snapshots_at(cfg['dest'], missing_ok=False):
-        when, _seq = _retention.parse_snapshot_name(name)
-        out.append({'name': name, 'path': os.path.join(cfg['dest'], name),
-                    'time': when.strftime('%Y-%m-%dT%H:%M:%SZ'), 'timestamp': int(_timestamp(when))})
+    for snap in _inspect.describe(cfg['dest'], now=now)['snapshots']:
+        if snap['complete']:
+            out.append({'name': snap['name'], 'path': snap['path'], 'time': snap['created'],
+                        'timestamp': int(_timestamp(_retention.created_time(snap['name'], snap))),
+                        'future_dated': snap['future_dated']})
     return out
 
 
@@ -128,18 +130,35 @@ def check_job(cfg, now=None):
     """(ok, message): is the newest complete snapshot young enough?"""
     now = now or time.time()
     try:
-        snaps = list_job(cfg)
+        snaps = list_job(cfg, now=now)
     except Busy:
         raise
     except LinkError as exc:        # no snapshot to be seen: as stale as none, and why
         return False, 'job %s: %s' % (cfg['name'], exc)
     if not snaps:
         return False, 'job %s: no complete snapshot in %s' % (cfg['name'], cfg['dest'])
-    age = now - snaps[-1]['timestamp']
-    if age > cfg['max_age']:
-        return False, 'job %s: newest snapshot %s is %s old (max_age %s)' % (
-            cfg['name'], snaps[-1]['name'], _human(age), _human(cfg['max_age']))
-    return True, 'job %s: newest snapshot %s is %s old' % (cfg['name'], snaps[-1]['name'], _human(age))
+    newest = snaps[-1]
+    age = now - newest['timestamp']
+    # Dated in the future, the newest tells nothing about how fresh the snapshots are.
+    ok = not newest['future_dated'] and age <= cfg['max_age']
+    if newest['future_dated']:
+        message = 'job %s: newest snapshot %s is dated in the future (created %s): its age is unknown' % (
+            cfg['name'], newest['name'], newest['time'])
+    else:
+        message = 'job %s: newest snapshot %s is %s old%s' % (
+            cfg['name'], newest['name'], _human(age), '' if ok else ' (max_age %s)' % _human(cfg['max_age']))
+    return ok, '\n'.join([message] + future_warnings(cfg, snaps))
+
+
+def future_warnings(cfg, snaps):
+    """One warning line if any snapshot is dated in the future (list, check)."""
+    future = [s for s in snaps if s['future_dated']]
+    if not future:
+        return []
+    furthest = max(future, key=lambda s: s['timestamp'])
+    return ['job %s: warning: %d snapshot(s) dated in the future, the furthest %s created %s: the clock was '
+            'ahead when they were made, or went back since; each keeps a slot of the period rules until deleted'
+            % (cfg['name'], len(future), furthest['name'], furthest['time'])]
 
 
 def _human(seconds):
@@ -192,6 +211,8 @@ def render_metrics(job, result, started, duration, error, last_success):
          [('{job="%s",how="%s"}' % (job, how), stats.get('bytes_' + how, 0)) for how in ('linked', 'cloned', 'copied')]),
         ('snapshots_kept', 'gauge', 'Complete snapshots after the last run.',
          [(label, len((result or {}).get('kept') or []))]),
+        ('future_dated', 'gauge', 'Snapshots created after the clock of the last run (ahead then, or back since).',
+         [(label, len((result or {}).get('future_dated') or []))]),
     ]
     changed = (result or {}).get('changed_files') or {}
     known = [how for how in ('added', 'modified', 'deleted') if changed.get(how) is not None]
@@ -218,10 +239,10 @@ def write_metrics(cfg, result, started, duration, error):
         return
     if error is not None and result is None:
         try:
-            kept = _snapshot.list_snapshots_at(cfg['dest'])
+            snaps = list_job(cfg)
         except LinkError:
-            kept = []           # the root itself is what failed: the run's error says so
-        result = {'kept': [os.path.join(cfg['dest'], n) for n in kept]}
+            snaps = []          # the root itself is what failed: the run's error says so
+        result = {'kept': [s['path'] for s in snaps], 'future_dated': [s['path'] for s in snaps if s['future_dated']]}
     text = render_metrics(cfg['name'], result, started, duration, error, _previous_success(path, cfg['name']))
     # mkstemp: O_EXCL, so a symlink planted at the temporary name is never followed.
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
@@ -441,8 +462,10 @@ def _cmd_list(cfg, args):
     snaps = [s for s in info['snapshots'] if s['complete']]
     for snap in snaps:
         del snap['complete']
-        when = _retention.parse_snapshot_name(snap['name'])[0]
+        when = _retention.created_time(snap['name'], snap)
         snap['time'], snap['timestamp'] = snap['created'], int(_timestamp(when))
+    for line in future_warnings(cfg, snaps):
+        sys.stderr.write(line + '\n')      # not on stdout: the table (or JSON) stays machine-readable
     if args.json:
         _out(json.dumps(snaps, indent=2))
         return EX_OK

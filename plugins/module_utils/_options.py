@@ -119,7 +119,7 @@ REQUEST = (
     Option('dest', str, None, 'Absolute path of the snapshot root.',
            check=_path('dest'), required=True, ansible_type='path'),
     Option('method', str, 'auto', 'auto picks btrfs, reflink or hardlink; the others force one.', choices=METHODS),
-    Option('keep', dict, {}, 'Retention counts by rule; empty keeps every snapshot.',
+    Option('keep', dict, {}, 'Retention counts by rule (docs/retention.md); empty keeps all, all zero is refused.',
            check=_keep, suboptions=[(k, 'int') for k in _retention.KEEP_KEYS]),
     Option('exclude', list, [], 'rsync-style patterns to leave out, relative to src.',
            check=_exclude, elements='str'),

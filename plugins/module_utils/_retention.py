@@ -4,13 +4,26 @@
 
 Pure functions, standard library only, all times in UTC.  Nothing here touches
 the filesystem: the module lists ``dest``, asks :func:`select` what to prune,
-and deletes only what it is told to.
+and deletes only what it is told to.  docs/retention.md states the semantics.
 
-Retention follows btrbk/snapper: ``last: N`` keeps the N newest snapshots, and
+Two orders, on purpose (see docs/retention.md, "Clocks"):
+
+- Names are the order in which snapshots were made: a new name is always
+  after every existing one (:func:`next_snapshot_name`), so ``latest``,
+  ``last: N``, "the newest is always kept" and the previous snapshot that a
+  new one links against follow the order of the runs, whatever the clock did.
+- Periods go by each snapshot's real creation time (its record's ``created``,
+  else the time in its name: :func:`created_time`), so that after one run with
+  the clock years ahead, the snapshots named after it still fall in their own
+  days and the future-dated one takes one slot, as with restic and borg.
+
+Retention: ``last: N`` keeps the N snapshots made last, and
 ``hourly/daily/weekly/monthly/yearly: N`` keep the newest snapshot of each of
-the last N calendar periods *that have a snapshot* (a week without snapshots
-does not use up a weekly slot, so a paused job never loses its history).  A
-snapshot kept by any rule stays, and the newest snapshot is always kept.
+the last N UTC periods *that have a snapshot* (a week without snapshots does
+not use up a weekly slot, so a paused job never loses its history); a rule
+with fewer such periods than N also keeps the oldest snapshot (restic >= 0.14,
+borg >= 1.2: ``yearly: 10`` with two years of history keeps the very first).
+A snapshot kept by any rule stays, and the snapshot made last always stays.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -106,14 +119,17 @@ def sort_snapshot_names(names: Iterable[str]) -> List[str]:
 
 
 def next_snapshot_name(existing_names: Iterable[str], now: datetime.datetime) -> str:
-    """Name for a snapshot made at ``now``: unused, and newer than every existing snapshot.
+    """Name for a snapshot made at ``now``: unused, and after every existing snapshot.
 
     Normally the name of ``now`` (or ``now`` with the next seq if this second
-    is taken).  If the clock went backwards and an existing snapshot is newer
-    than ``now``, the name is that newest time with the next seq, so ``latest``
-    and "the newest is always kept" still mean the snapshot just made.
-    Non-snapshot names (``latest``, ``*.partial``) cannot collide with the
-    result and are ignored.
+    is taken).  If an existing snapshot's name is later than ``now`` (the
+    clock went back, or that snapshot was made with the clock ahead), the
+    name is that newest name's time with the next seq: names stay the order
+    in which snapshots were made, so ``latest`` and "the snapshot made last is
+    always kept" mean the snapshot just made.  Its real time is in its
+    record (``created``), which retention judges periods by.  Non-snapshot
+    names (``latest``, ``*.partial``) cannot collide with the result and are
+    ignored.
     """
     now = _to_utc(now).replace(microsecond=0)
     parsed = _parsed(existing_names)
@@ -123,6 +139,39 @@ def next_snapshot_name(existing_names: Iterable[str], now: datetime.datetime) ->
         if newest >= candidate:
             candidate = (newest[0], newest[1] + 1)
     return format_snapshot_name(*candidate)
+
+
+# A record's `created`, as _snapshot writes it.
+_CREATED_RE = re.compile(r'([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z\Z')
+
+
+def created_time(name: str, record: Optional[dict] = None) -> datetime.datetime:
+    """When snapshot NAME was made (aware UTC): its record's ``created``
+    (ISO 8601 UTC, to the second), else the time in its name (a snapshot
+    from before records had it, or whose record is missing or damaged).
+    ``name`` must be a snapshot name."""
+    created = record.get('created') if isinstance(record, dict) else None
+    m = _CREATED_RE.match(created) if isinstance(created, str) else None
+    if m is not None:
+        try:
+            return datetime.datetime(*(int(g) for g in m.groups()), tzinfo=UTC)
+        except ValueError:
+            pass
+    parsed = parse_snapshot_name(name)
+    if parsed is None:
+        raise ValueError('not a snapshot name: %r' % (name,))
+    return parsed[0]
+
+
+# How far after "now" a snapshot's creation time must be to be reported as
+# dated in the future: less is the ordinary stepping of a clock by NTP, more
+# is a clock that was wrong (a bad RTC at boot, a wrong NTP answer).
+FUTURE_SLACK = datetime.timedelta(minutes=15)
+
+
+def is_future_dated(created: datetime.datetime, now: datetime.datetime) -> bool:
+    """True if a snapshot created at ``created`` is dated in the future at ``now``."""
+    return _to_utc(created) > _to_utc(now) + FUTURE_SLACK
 
 
 def _keep_value(key, value):
@@ -147,6 +196,9 @@ def parse_keep(keep: Optional[dict]) -> Dict[str, int]:
 
     Keys whose value is None are left out (Ansible fills unset suboptions with
     None).  An empty result means "keep everything": no pruning at all.
+    A policy whose counts are all 0 is refused, as restic and borg refuse
+    one: it would delete every snapshot but the newest, which is far more
+    likely a templating slip than a wish.
     Raises ValueError with a message meant for the user.
     """
     if keep is None:
@@ -158,7 +210,12 @@ def parse_keep(keep: Optional[dict]) -> Dict[str, int]:
             close = difflib.get_close_matches(str(key), KEEP_KEYS, n=1)
             hint = " (did you mean '%s'?)" % close[0] if close else ''
             raise ValueError("unknown keep rule '%s'%s; valid rules are: %s" % (key, hint, ', '.join(KEEP_KEYS)))
-    return {key: _keep_value(key, keep[key]) for key in KEEP_KEYS if keep.get(key) is not None}
+    policy = {key: _keep_value(key, keep[key]) for key in KEEP_KEYS if keep.get(key) is not None}
+    if policy and not any(policy.values()):
+        raise ValueError('keep: every count is 0 (%s), which would delete every snapshot but the newest; '
+                         'give at least one count above 0 (such as {last: 1}), or no keep at all to keep '
+                         'every snapshot' % ', '.join('%s: 0' % key for key in policy))
+    return policy
 
 
 def describe(keep: Optional[dict]) -> str:
@@ -166,57 +223,62 @@ def describe(keep: Optional[dict]) -> str:
     policy = parse_keep(keep)
     if not policy:
         return 'keep everything'
-    parts = ['%s %d' % (key, count) for key, count in policy.items() if count]
-    return ', '.join(parts) if parts else 'newest only'
+    return ', '.join('%s %d' % (key, count) for key, count in policy.items() if count)
 
 
-def _select_period(newest_first, parsed, period, count):
-    """Newest snapshot of each of the ``count`` newest periods that have one."""
+def _select_period(by_time, period, count):
+    """Newest snapshot of each of the ``count`` newest periods that have one,
+    and the oldest snapshot when there are fewer than ``count`` such periods
+    (the unmet count keeps the longest history: restic >= 0.14, borg >= 1.2).
+    ``by_time``: (time, make order, name), oldest first."""
     kept = []
     seen = set()
-    for name in newest_first:
+    for when, _order, name in reversed(by_time):
         if len(seen) >= count:
-            break
-        key = period(parsed[name][0])
+            return kept
+        key = period(when)
         if key not in seen:
             seen.add(key)
             kept.append(name)
+    if by_time:
+        kept.append(by_time[0][2])
     return kept
 
 
 def select(snapshots: Iterable[str], keep: Optional[dict],
-           now: Optional[datetime.datetime] = None) -> Tuple[List[str], List[str]]:
-    """Split snapshot names into ``(kept, pruned)``, both sorted oldest first.
+           times: Optional[Dict[str, datetime.datetime]] = None) -> Tuple[List[str], List[str]]:
+    """Split snapshot names into ``(kept, pruned)``, both in name order (the
+    order they were made).
 
+    - ``times``: each snapshot's creation time (see :func:`created_time`);
+      a name without one is taken at the time in its name.  Period rules
+      judge by these times (ties: the one made later is newer); ``last`` and
+      "the snapshot made last" go by name order.
     - Names that are not snapshots (``latest``, ``*.partial``, ...) are in
       neither list: they are never pruned here.
     - An empty or None policy keeps everything.
-    - The newest snapshot is always kept, whatever the policy (even all zeros).
-    - Snapshots dated after ``now`` (clock skew) are always kept and do not
-      use up any rule's slots; with ``now=None`` nothing counts as future.
+    - The snapshot made last is always kept.
+    - A snapshot dated in the future is one snapshot in its own period, like
+      any other: it takes at most one slot of each period rule.
 
     Every rule keeps the same snapshots when run again on its own result, so
-    pruning twice with the same policy (and ``now``) prunes nothing more.
+    pruning twice with the same policy prunes nothing more.
     """
     policy = parse_keep(keep)
     parsed = _parsed(snapshots)
-    oldest_first = sorted(parsed, key=parsed.__getitem__)
-    if not policy or not oldest_first:
-        return oldest_first, []
+    made = sorted(parsed, key=parsed.__getitem__)
+    if not policy or not made:
+        return made, []
+    times = times or {}
+    by_time = sorted((_to_utc(times[name]) if name in times else parsed[name][0], order, name)
+                     for order, name in enumerate(made))
 
-    kept = {oldest_first[-1]}
-    candidates = oldest_first
-    if now is not None:
-        now = _to_utc(now)
-        kept.update(name for name in oldest_first if parsed[name][0] > now)
-        candidates = [name for name in oldest_first if parsed[name][0] <= now]
-
-    newest_first = candidates[::-1]
+    kept = {made[-1]}
     for rule, count in policy.items():
         if rule == 'last':
-            kept.update(newest_first[:count])
-        else:
-            kept.update(_select_period(newest_first, parsed, _PERIOD[rule], count))
+            kept.update(made[max(0, len(made) - count):] if count else ())
+        elif count:
+            kept.update(_select_period(by_time, _PERIOD[rule], count))
 
-    return ([name for name in oldest_first if name in kept],
-            [name for name in oldest_first if name not in kept])
+    return ([name for name in made if name in kept],
+            [name for name in made if name not in kept])

@@ -368,7 +368,7 @@ def _run(req, state, dry_run, now, report, purpose, lock_held):
     started = time.monotonic()
     now = now or _now()
     result = {'changed': False, 'snapshot': None, 'method': None, 'stats': new_stats(), 'changed_files': None,
-              'pruned': [], 'kept': [], 'leftovers_removed': []}
+              'pruned': [], 'kept': [], 'leftovers_removed': [], 'future_dated': []}
     if not req.create_dest:
         check_initialized(req.dest, req.root_tag)
     if not dry_run and state == 'present' and not os.path.isdir(req.dest):
@@ -391,14 +391,17 @@ def _run(req, state, dry_run, now, report, purpose, lock_held):
                 result['leftovers_removed'].append(os.path.join(req.dest, name))
                 result['changed'] = True
         existing = list_snapshots(dest_fd)
+        times = snapshot_times(dest_fd, existing)
         if state == 'present':
             name = _retention.next_snapshot_name(existing, now)
             about = {'created': _iso(now), 'purpose': purpose}
             made = _make(req, dest_fd, existing, name, dry_run, report, result, about)
-            existing = existing + [name] if (made or dry_run) else existing
+            if made or dry_run:
+                existing = existing + [name]
+                times[name] = _retention.created_time(name, about)
             result['changed'] = True
             result['snapshot'] = os.path.join(req.dest, name)
-        kept, pruned = _retention.select(existing, req.keep, now=_retention_now(existing, now))
+        kept, pruned = _retention.select(existing, req.keep, times)
         if result['snapshot']:
             new = os.path.basename(result['snapshot'])
             pruned = [p for p in pruned if p != new]      # belt and braces: never the new one
@@ -408,6 +411,7 @@ def _run(req, state, dry_run, now, report, purpose, lock_held):
             result['changed'] = True
         result['pruned'] = [os.path.join(req.dest, n) for n in pruned]
         result['kept'] = [os.path.join(req.dest, n) for n in kept]
+        _report_future(req, result, kept, times, now)
         if pruned and not dry_run:
             _fsync_dir(dest_fd)
     finally:
@@ -460,14 +464,22 @@ def initialize(req):
         os.close(fd)
 
 
-def _retention_now(existing, now):
-    """The "now" of retention: never before our own newest snapshot.  After
-    the clock went back, new snapshots are named after the newest one
-    (T-2, T-3...); retention keeps snapshots from the future whatever the
-    rules, so judged by the wall clock, nothing would ever be pruned."""
-    if not existing:
-        return now
-    return max(now, _retention.parse_snapshot_name(existing[-1])[0])
+def snapshot_times(dest_fd, names):
+    """{name: when it was made} from the records (_retention.created_time)."""
+    return dict((name, _retention.created_time(name, read_record(dest_fd, name))) for name in names)
+
+
+def _report_future(req, result, kept, times, now):
+    """result['future_dated'] and a warning: kept snapshots made with the
+    clock ahead (or the clock went back since)."""
+    future = [n for n in kept if _retention.is_future_dated(times[n], now)]
+    result['future_dated'] = [os.path.join(req.dest, n) for n in future]
+    if future:
+        furthest = max(future, key=times.get)
+        result.setdefault('warnings', []).append(
+            '%d snapshot(s) in %s dated in the future (the furthest %s created %s, now is %s): the clock was ahead '
+            'when they were made, or went back since; each keeps a slot of the period rules until deleted'
+            % (len(future), req.dest, furthest, _iso(times[furthest]), _iso(now)))
 
 
 def _guarded(func, dest, name, action):

@@ -57,14 +57,17 @@ options:
     default: auto
   keep:
     description:
-      - Retention. V(last) keeps the N newest snapshots; V(hourly), V(daily), V(weekly), V(monthly)
-        and V(yearly) keep the newest snapshot of each of the last N such UTC periods that have one.
-        A snapshot kept by any rule stays; the newest is always kept.
-      - Empty (the default) keeps every snapshot.
+      - Retention. V(last) keeps the N snapshots made last; V(hourly), V(daily), V(weekly), V(monthly)
+        and V(yearly) keep the newest snapshot of each of the last N such UTC periods that have one
+        (by each snapshot's creation time), and the oldest snapshot too while fewer than N periods have
+        one. A snapshot kept by any rule stays; the snapshot made last is always kept.
+      - Empty (the default) keeps every snapshot. A policy whose counts are all 0 is refused.
+      - The precise semantics, and how they compare with restic, borg, btrbk, snapper and rsnapshot,
+        are in docs/retention.md of the collection.
     type: dict
     default: {}
     suboptions:
-      last: {description: Number of newest snapshots to keep., type: int}
+      last: {description: Number of snapshots made last to keep., type: int}
       hourly: {description: Number of hours to keep one snapshot of., type: int}
       daily: {description: Number of days to keep one snapshot of., type: int}
       weekly: {description: Number of ISO weeks to keep one snapshot of., type: int}
@@ -217,6 +220,14 @@ kept:
   type: list
   elements: str
   sample: [/srv/.snapshots/data/2026-11-21T093000Z, /srv/.snapshots/data/2026-11-21T103000Z]
+future_dated:
+  description:
+    - Kept snapshots whose creation time is after the clock of this run (made with the clock ahead,
+      or the clock went back since), oldest first; each also gives a warning. See docs/retention.md.
+  returned: always
+  type: list
+  elements: str
+  sample: [/srv/.snapshots/data/2030-01-01T000000Z]
 leftovers_removed:
   description: Partial or half-deleted snapshots of killed runs that were removed.
   returned: always

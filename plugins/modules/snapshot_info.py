@@ -104,13 +104,21 @@ snapshots:
       type: str
       sample: /srv/.snapshots/data/2026-11-21T103000Z
     created:
-      description: When its run started, ISO-8601 UTC.
+      description:
+        - When its run started, ISO-8601 UTC, from its record (from its name without one). After a run
+          with the clock ahead, later snapshots are named after that one but keep their real time here.
       type: str
       sample: "2026-11-21T10:30:00Z"
     age_seconds:
-      description: Seconds since RV(snapshots[].created).
+      description: Seconds since RV(snapshots[].created) (negative for a snapshot dated in the future).
       type: int
       sample: 3600
+    future_dated:
+      description:
+        - V(true) when RV(snapshots[].created) is more than 15 minutes after now (the clock was ahead
+          when it was made, or went back since).
+      type: bool
+      sample: false
     method:
       description: C(btrfs), C(reflink), C(hardlink) or C(copy), from its record; V(null) without one.
       type: str

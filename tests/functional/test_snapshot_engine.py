@@ -574,13 +574,19 @@ def test_keep_every_run_prunes_after_publish(ext4, workdir, clock):
     assert snapshots(dest) == [os.path.basename(p) for p in made[-3:]]
 
 
-def test_never_prunes_newest(ext4, workdir, clock):
+def test_all_zero_policy_is_refused(ext4, workdir, clock):
+    """keep with every count 0 would delete all but the newest: refused before anything is
+    written (restic and borg refuse it too); the smallest real policy keeps the newest."""
     work = workdir(ext4)
     src = src_dir(work)
     dest = work / 'snaps'
     for _round in range(2):
         snap(src, dest, clock)
-    res = snap(src, dest, clock, keep={'last': 0, 'daily': 0})
+    before = snapshots(dest)
+    with pytest.raises(BadInput, match='every count is 0'):
+        snap(src, dest, clock, keep={'last': 0, 'daily': 0})
+    assert snapshots(dest) == before
+    res = snap(src, dest, clock, keep={'last': 1, 'daily': 0})
     assert res['kept'] == [res['snapshot']]
     assert len(res['pruned']) == 2
     assert snapshots(dest) == [os.path.basename(res['snapshot'])]

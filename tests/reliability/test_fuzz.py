@@ -136,7 +136,8 @@ def test_fuzz_request_and_run(xfs, workdir):
         'dest': st.sampled_from([os.path.join(base, p) for p in ('snaps', '../b/snaps', 'sn\naps', 'caf\u00e9',
                                                                  'bad-\udcff')]),
         'method': st.sampled_from(METHODS),
-        'keep': st.fixed_dictionaries({}, optional={'last': st.integers(0, 3), 'daily': st.integers(0, 3)}),
+        'keep': st.fixed_dictionaries({}, optional={'last': st.integers(0, 3), 'daily': st.integers(0, 3)}).filter(
+            lambda keep: not keep or any(keep.values())),       # all zero is refused: a bad value
         'exclude': st.lists(st.sampled_from(['*.tmp', '/sub/', 'f*', '/snaps/', '**/f', '[fs]*', 'sub/']), max_size=3),
         'one_file_system': st.booleans(),
         'lock_timeout': st.sampled_from([0, 1]),
@@ -252,6 +253,7 @@ def test_parse_keep_raises_only_value_error(value):
         return
     assert set(policy) <= set(_retention.KEEP_KEYS)
     assert all(isinstance(v, int) and 0 <= v <= _retention.KEEP_MAX for v in policy.values())
+    assert not policy or any(policy.values())       # all zero is refused
 
 
 @settings(max_examples=faults.scale(300, 3000), deadline=None, database=None)
@@ -265,7 +267,8 @@ def test_parse_snapshot_name_is_total(value):
 UTC = datetime.timezone.utc
 GAPS = st.lists(st.one_of(st.integers(0, 120), st.integers(60, 7200), st.integers(3600, 40 * 86400)),
                 min_size=1, max_size=faults.scale(60, 200))
-POLICIES = st.fixed_dictionaries({}, optional={k: st.integers(0, 5) for k in _retention.KEEP_KEYS})
+POLICIES = st.fixed_dictionaries({}, optional={k: st.integers(0, 5) for k in _retention.KEEP_KEYS}).filter(
+    lambda p: not p or any(p.values()))     # all zero is refused
 
 
 @settings(max_examples=faults.scale(200, 2000), deadline=None, database=None)
@@ -273,7 +276,8 @@ POLICIES = st.fixed_dictionaries({}, optional={k: st.integers(0, 5) for k in _re
 def test_pruning_after_every_run_equals_one_pruning_of_the_history(gaps, policy):
     """A job prunes after each snapshot; what is left must be what one select() over every
     snapshot ever made would keep (so a snapshot pruned early never leaves a hole that a
-    later rule would have kept), and the newest always stays."""
+    later rule would have kept, and the oldest kept for an unmet count is the first one
+    ever made), and the newest always stays."""
     t = datetime.datetime(2026, 1, 1, tzinfo=UTC)
     everything, present = [], []
     for gap in gaps:
@@ -281,6 +285,6 @@ def test_pruning_after_every_run_equals_one_pruning_of_the_history(gaps, policy)
         name = _retention.next_snapshot_name(present, t)
         everything.append(name)
         present.append(name)
-        present, _pruned = _retention.select(present, policy, now=t)
+        present, _pruned = _retention.select(present, policy)
         assert name in present
-    assert present == _retention.select(everything, policy, now=t)[0]
+    assert present == _retention.select(everything, policy)[0]

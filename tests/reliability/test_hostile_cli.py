@@ -110,6 +110,7 @@ def _configs(work):
         ('keep bool', bad(keep={'daily': True}), 'whole number'),
         ('keep text', bad(keep={'daily': 'seven'}), 'whole number'),
         ('keep unknown rule', bad(keep={'dayly': 7}), "unknown keep rule 'dayly'"),
+        ('keep all zero', bad(keep={'weekly': 0}), 'every count is 0'),
         ('exclude a string', bad(exclude='*.tmp'), 'exclude must be a list'),
         ('exclude numbers', bad(exclude=[1]), 'exclude'),
         ('exclude null', bad(exclude=[None]), 'exclude'),

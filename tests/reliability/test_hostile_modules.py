@@ -57,6 +57,7 @@ def _cases(sb):
         (snap, 'keep huge', {'src': src, 'dest': dest, 'keep': {'hourly': BIG}}, 'too large'),
         (snap, 'keep 10^6', {'src': src, 'dest': dest, 'keep': {'yearly': 10 ** 6}}, 'too large'),
         (snap, 'keep unknown rule', {'src': src, 'dest': dest, 'keep': {'dayly': 3}}, 'dayly'),
+        (snap, 'keep all zero', {'src': src, 'dest': dest, 'keep': {'last': 0, 'daily': 0}}, 'every count is 0'),
         (snap, 'method unknown', {'src': src, 'dest': dest, 'method': 'zfs'}, 'method'),
         (snap, 'method empty', {'src': src, 'dest': dest, 'method': ''}, 'method'),
         (snap, 'method btrfs on ext4', {'src': src, 'dest': dest, 'method': 'btrfs'}, 'not the root of a btrfs subvolume'),

@@ -125,7 +125,7 @@ times = st.floats(0, 4e9, allow_nan=False)
 stats = st.fixed_dictionaries({}, optional={k: counts for k in (
     'linked', 'reflinked', 'copied', 'bytes_linked', 'bytes_cloned', 'bytes_copied')})
 kept = st.lists(st.just('/x/2026-01-01T000000Z'), max_size=5)
-results = st.one_of(st.none(), st.fixed_dictionaries({}, optional={'stats': stats, 'kept': kept}))
+results = st.one_of(st.none(), st.fixed_dictionaries({}, optional={'stats': stats, 'kept': kept, 'future_dated': kept}))
 errors = st.one_of(st.none(), st.builds(RuntimeError, st.text(max_size=20)))
 
 
@@ -149,4 +149,5 @@ def test_every_rendering_is_valid_and_says_what_happened(job, result, started, d
     for how in ('linked', 'cloned', 'copied'):
         assert value('bytes', how=how) == stats.get('bytes_' + how, 0)
     assert value('snapshots_kept') == len((result or {}).get('kept') or [])
-    assert len(samples) == 11
+    assert value('future_dated') == len((result or {}).get('future_dated') or [])
+    assert len(samples) == 12
