@@ -26,8 +26,9 @@ DEFAULTS = dict(method='auto', keep={}, exclude=[], one_file_system=True, lock_t
 job_names = st.from_regex(_jobs.JOB_NAME, fullmatch=True)
 segments = st.text(alphabet='abcxyz019_-', min_size=1, max_size=8)
 abs_paths = st.lists(segments, min_size=1, max_size=3).map(lambda parts: BASE + '/' + '/'.join(parts))
+# A policy keeps everything ({}) or keeps something: all counts 0 is refused (tested apart).
 keeps = st.dictionaries(st.sampled_from(['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly']),
-                        st.integers(0, 1000), max_size=3)
+                        st.integers(0, 1000), max_size=3).filter(lambda k: not k or any(k.values()))
 excludes = st.lists(st.sampled_from(['*.tmp', '/cache/', 'build/', '**/.git', 'x?y', '[ab]*']), max_size=3)
 optional = {
     'method': st.sampled_from(_snapshot.METHODS),
@@ -98,7 +99,7 @@ def test_an_unknown_key_is_refused_naming_it(cfg, key):
 
 @pytest.mark.parametrize('key,value', [
     ('src', 'relative/path'), ('dest', ''), ('src', BASE + '/a\0b'), ('method', 'rsync'),
-    ('keep', {'dayly': 3}), ('keep', {'last': -1}), ('exclude', ['/']), ('max_age', 0),
+    ('keep', {'dayly': 3}), ('keep', {'last': -1}), ('keep', {'last': 0, 'daily': 0}), ('exclude', ['/']), ('max_age', 0),
     ('lock_timeout', -1), ('workers', _snapshot.MAX_WORKERS + 1), ('workers', -1),
 ])
 def test_a_bad_value_is_refused_naming_the_key(key, value):
