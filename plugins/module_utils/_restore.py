@@ -158,7 +158,9 @@ def _restore(root, snapshot, path, to, mirror, guard, dry_run, report, job, now)
         from_where = _join(os.path.join(root, name), rel)
 
         snap_dirs, snap_leaf, snap_st = _open_in_snapshot(dest_fd, name, rel, fds, from_where)
-        point = _open_target(target, rel, snap_dirs, dry_run, fds)
+        # Planned first: nothing, not even a missing parent directory, is made before the plan
+        # and the guard snapshot.
+        point = _open_target(target, rel, snap_dirs, True, fds)
         if os.fstatvfs(point.fs_fd).f_flag & os.ST_RDONLY:
             raise PermissionDenied('restore: %s: the filesystem is read-only' % where, where, errno.EROFS)
         _check_types(snap_st, point.existing, where)
@@ -175,7 +177,7 @@ def _restore(root, snapshot, path, to, mirror, guard, dry_run, report, job, now)
         live = to is None or src is not None and (target == src or target.startswith(src.rstrip('/') + '/'))
         if guard and live and plan.touches_existing:
             result['guard_snapshot'] = _guard(root, src, job, record, now)['snapshot']
-        if point.parent is None:        # a dry run's plan: now make the parents
+        if point.made:
             point = _open_target(target, rel, snap_dirs, False, fds)
         done = _place(snap_dirs[-1], snap_leaf, snap_st, point, rel, where, from_where, excluder, mirror,
                       report, False)
@@ -238,10 +240,10 @@ def _open_in_snapshot(dest_fd, name, rel, fds, where):
     return dirs, leaf, st
 
 
-def _open_target(target, rel, snap_dirs, dry_run, fds):
+def _open_target(target, rel, snap_dirs, plan_only, fds):
     """The restore point for PATH under target.  Directories on the way that
-    the target lacks are made with the snapshot's attributes (in a dry run
-    only planned); a symlink or a file on the way is refused."""
+    the target lacks are made with the snapshot's attributes (``plan_only``:
+    only listed in ``made``); a symlink or a file on the way is refused."""
     if not rel:
         parent_path, leaf = os.path.split(target.rstrip('/'))
         if not leaf:
@@ -258,7 +260,7 @@ def _open_target(target, rel, snap_dirs, dry_run, fds):
         above = os.path.dirname(target)
         if exc.errno != errno.ENOENT or not os.path.isdir(above):
             raise
-        if dry_run:
+        if plan_only:
             fs_fd = open_dir(above)
             fds.append(fs_fd)
             return _Point(None, rel[-1], fs_fd, made=[b'.'] + planned)
@@ -270,7 +272,7 @@ def _open_target(target, rel, snap_dirs, dry_run, fds):
         here = _join(target, rel[:i + 1])
         st = lstat_at(parent, part)
         if st is None:
-            if dry_run:
+            if plan_only:
                 return _Point(None, rel[-1], parent, made=planned[i:])
             os.mkdir(part, 0o700, dir_fd=parent)
         elif stat.S_ISLNK(st.st_mode):
@@ -281,7 +283,7 @@ def _open_target(target, rel, snap_dirs, dry_run, fds):
         parent = open_dir_at(parent, part, where=here)
         fds.append(parent)
         if st is None:
-            snap_dir = snap_dirs[i + 1]
+            snap_dir = snap_dirs[i + 2]     # [the root's fd, the snapshot's, rel[0]'s, ...]
             apply_meta_fd(parent, Meta(os.fstat(snap_dir), read_xattrs(snap_dir)), PRESERVE_ALL)
             settle.append((parent, snap_dir))
     return _Point(parent, rel[-1], parent, settle=settle)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -164,6 +165,21 @@ def test_restore_to_another_directory_and_an_absolute_live_path(xfs, workdir):
     whole = restore(str(root), to=str(work / 'copy'))
     assert_same_tree(snap, work / 'copy')
     assert whole['guard_snapshot'] is None
+
+
+def test_missing_parents_are_planned_then_made_as_in_the_snapshot(xfs, workdir):
+    work = workdir(xfs)
+    src, root, snap, _before = _snapshot_then_mess_up(work)
+    shutil.rmtree(src / 'readonly-dir')
+    plan = restore(str(root), path='readonly-dir/file', dry_run=True)
+    assert [(c['path'], c['action']) for c in plan['changes']] == [('readonly-dir', 'create'),
+                                                                    ('readonly-dir/file', 'reflink')]
+    assert not (src / 'readonly-dir').exists()
+    done = restore(str(root), path='readonly-dir/file')
+    assert done['restored'] == 1 and done['guard_snapshot'] is None     # nothing live was overwritten
+    made, there = os.lstat(src / 'readonly-dir'), os.lstat(os.path.join(snap, 'readonly-dir'))
+    assert (made.st_mode, made.st_uid, made.st_mtime_ns) == (there.st_mode, there.st_uid, there.st_mtime_ns)
+    assert rsync_diff(os.path.join(snap, 'readonly-dir'), src / 'readonly-dir') == []
 
 
 def test_a_snapshot_without_its_record(xfs, workdir):
