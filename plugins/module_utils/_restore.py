@@ -220,8 +220,9 @@ def _check_target(target, root):
 
 
 def _open_in_snapshot(dest_fd, name, rel, fds, where):
-    """The directory fds of snapshot NAME down to PATH's parent (the first
-    is the snapshot root's), PATH's last name and its lstat.  Every
+    """The directory fds down to PATH's parent (the snapshot root's, then
+    snapshot NAME's, then one per directory of PATH), PATH's last name (NAME
+    itself for the whole tree) and its lstat.  Every
     directory is opened with O_NOFOLLOW: a symlink in the tree is restored
     as a symlink, never followed."""
     dirs = [dest_fd]
