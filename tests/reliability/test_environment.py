@@ -86,16 +86,17 @@ def _chown_tree(root, uid):
 
 @pytest.mark.parametrize('kind', ['ext4', 'xfs', 'btrfs'])
 def test_unreadable_entries_as_unprivileged_user(kind, request, reachable, workdir):  # pylint: disable=unused-argument
-    """The job runs as nobody over nobody's tree; then root puts an unreadable file, then an
-    unreadable directory into it: each run fails with exit 1 naming the entry ("permission
-    denied"), leaves nothing, and the earlier snapshot stays complete and latest."""
+    """The job (on_error: fail) runs as nobody over nobody's tree; then root puts an unreadable
+    file, then an unreadable directory into it: each run fails with exit 1 naming the entry
+    ("permission denied"), leaves nothing, and the earlier snapshot stays complete and latest.
+    (With on_error: skip, the default, they are left out: tests/functional/test_on_error.py.)"""
     mnt = request.getfixturevalue(kind)
     rng = faults.rng_for('nobody-' + kind)
     work = workdir(mnt)
     os.chmod(work, 0o755)
     src = work / 'src'
     trees.make_many_files(src, 100, size=2048, per_dir=50, rng=rng)
-    job = Job(work, src, work / 'snaps', keep={'last': 3})
+    job = Job(work, src, work / 'snaps', keep={'last': 3}, on_error='fail')
     _chown_tree(work, NOBODY)
     chain = Chain(job.dest, 3)
     chain.expect(copy_reference(src, workdir(mnt) / 'ref0'))

@@ -123,9 +123,10 @@ job_names = st.from_regex(_jobs.JOB_NAME, fullmatch=True)
 counts = st.integers(0, 10 ** 12)
 times = st.floats(0, 4e9, allow_nan=False)
 stats = st.fixed_dictionaries({}, optional={k: counts for k in (
-    'linked', 'reflinked', 'copied', 'bytes_linked', 'bytes_cloned', 'bytes_copied')})
+    'linked', 'reflinked', 'copied', 'bytes_linked', 'bytes_cloned', 'bytes_copied', 'skipped')})
 kept = st.lists(st.just('/x/2026-01-01T000000Z'), max_size=5)
-results = st.one_of(st.none(), st.fixed_dictionaries({}, optional={'stats': stats, 'kept': kept}))
+space = st.fixed_dictionaries({'free_bytes': counts, 'size_bytes': counts, 'min_free_bytes': st.none() | counts})
+results = st.one_of(st.none(), st.fixed_dictionaries({}, optional={'stats': stats, 'kept': kept, 'space': space}))
 errors = st.one_of(st.none(), st.builds(RuntimeError, st.text(max_size=20)))
 
 
@@ -149,4 +150,13 @@ def test_every_rendering_is_valid_and_says_what_happened(job, result, started, d
     for how in ('linked', 'cloned', 'copied'):
         assert value('bytes', how=how) == stats.get('bytes_' + how, 0)
     assert value('snapshots_kept') == len((result or {}).get('kept') or [])
-    assert len(samples) == 11
+    assert value('skipped_entries') == stats.get('skipped', 0)
+    room = (result or {}).get('space')
+    extra = 0
+    if room:
+        assert value('free_bytes') == room['free_bytes'] and value('size_bytes') == room['size_bytes']
+        extra = 2
+        if room['min_free_bytes'] is not None:
+            assert value('min_free_bytes') == room['min_free_bytes']
+            extra = 3
+    assert len(samples) == 12 + extra
