@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from helpers import ansible_run
 from helpers.processes import Job, cli
 from helpers.snapshots import partials, snapshot_names
 
@@ -170,3 +171,23 @@ def test_min_free_is_checked_everywhere(tmp_path):
     cfg = _jobs.validate_job({'name': 'data', 'src': str(tmp_path), 'dest': str(tmp_path / 's'),
                               'keep': {'daily': 7, 'min_free': '10G'}})
     assert cfg['keep'] == {'daily': 7, 'min_free': '10G'}
+
+
+def test_module_takes_min_free(ext4, loop_fs, workdir):
+    """A real ansible run: keep.min_free reaches the engine, the result says what is free."""
+    small = loop_fs('ext4', '64M')
+    src = workdir(ext4) / 'src'
+    src.mkdir()
+    dest = small / 'snaps'
+    for i in range(3):
+        _rewrite(src / 'big', 4 * MIB, i)
+        res = ansible_run.run_adhoc('hardlink_snapshot', {'src': str(src), 'dest': str(dest),
+                                                          'keep': {'last': 10, 'min_free': '95%'}})
+        assert not res['failed'], res
+    free, size = _free(small)
+    assert res['space'] == {'free_bytes': free, 'size_bytes': size, 'min_free_bytes': int(size * 0.95)}
+    assert snapshot_names(dest) == [os.path.basename(res['snapshot'])] and len(res['pruned']) == 1
+    assert any('below keep.min_free 95%' in w for w in res['warnings']), res
+    bad = ansible_run.run_adhoc('hardlink_snapshot', {'src': str(src), 'dest': str(dest),
+                                                      'keep': {'min_free': '120%'}})
+    assert bad['failed'] and 'keep.min_free must be a percentage below 100' in bad['msg'], bad
