@@ -215,7 +215,7 @@ class Walker(object):
             return None
         try:
             if stat.S_ISDIR(mode):
-                    return self._dir(src_fd, dst_fd, prev_fd, name, path, st)
+                return self._dir(src_fd, dst_fd, prev_fd, name, path, st)
             if stat.S_ISREG(mode):
                 self._file(src_fd, dst_fd, prev_fd, name, path, st)
             elif stat.S_ISLNK(mode):
