@@ -194,7 +194,7 @@ class Walker(object):
             if rel == self.base or not self._skippable(err):
                 raise err
             # The directory itself is made (empty, with its metadata); what it holds is skipped.
-            self._skip(rel, None, err)
+            self._skip(rel, err)
             return []
 
     def _entry(self, frame, dirent):
@@ -239,7 +239,7 @@ class Walker(object):
         if dst_fd is not None and not stat.S_ISDIR(st.st_mode) and not self.dry_run and self._in_new_dir():
             unlink_quietly(dst_fd, name)       # a symlink or node made before its metadata failed
         self._forget(path, st)
-        self._skip(path, st, err)
+        self._skip(path, err)
 
     def _skippable(self, err):
         """True if on_error=skip may leave this entry out: an entry's own
@@ -247,7 +247,7 @@ class Walker(object):
         remounted read-only) fails the next write with EROFS, or the publish."""
         return self.on_error == 'skip' and not isinstance(err, (BadInput, Changed)) and err.errno in SKIPPABLE
 
-    def _skip(self, path, st, err):
+    def _skip(self, path, err):
         """Leave an entry out of the tree, on the record."""
         self.stats['skipped'] += 1
         if len(self.skipped) < SKIPPED_MAX:
