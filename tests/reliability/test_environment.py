@@ -139,8 +139,8 @@ def test_unreadable_entries_as_unprivileged_user(kind, request, reachable, workd
         problems = chain.check(listed=False)
         names = snapshot_names(job.dest)
         if done.returncode != 3 or names[-1] in before or latest(job.dest) != names[-1]:
-            problems.append('on_error skip: exit %d, %s -> %s: %s' % (done.returncode, before, names,
-                                                                   done.stderr.strip()))
+            problems.append('on_error skip: exit %d, %s -> %s: %s'
+                            % (done.returncode, before, names, done.stderr.strip()))
         else:
             listed = json.loads((job.dest / (names[-1] + '.json')).read_text()).get('skipped')
             if [s['path'] for s in listed or []] != [rel]:
