@@ -46,7 +46,7 @@ def _record(dest, name):
 
 @pytest.fixture
 def nobody_work(loop_workdir, ext4, workdir):
-    """A directory on the session ext4 that nobody can reach (the loop mounts' directory is
+    """A directory on the shared test ext4 that nobody can reach (the loop mounts' directory is
     root's: traversable for the test only)."""
     mode = os.stat(loop_workdir).st_mode & 0o7777
     os.chmod(loop_workdir, 0o711)
