@@ -28,7 +28,7 @@ import stat
 
 from ._errors import LinkError
 from ._tree import PRESERVE_ALL, join, open_dir_at, read_xattrs, remove_tree_at, temp_name, unlink_quietly
-from ._walk import Frame, Walker
+from ._walk import SKIPPED_MAX, Frame, Walker
 
 
 _SAME, _LINKED = object(), object()     # _since_previous: unchanged; unchanged and linked
@@ -78,8 +78,8 @@ class FreshTree(Walker):
 
     def __init__(self, policy='auto', preserve=PRESERVE_ALL, excluder=None, one_fs=False,
                  dry_run=False, report=None, dest_dev=None, previous=None, link=False, previous_xattrs=True,
-                 workers=1, scratch=None, base=b''):
-        Walker.__init__(self, policy, preserve, excluder, one_fs, dry_run, report, dest_dev, base)
+                 workers=1, scratch=None, base=b'', on_error='fail'):
+        Walker.__init__(self, policy, preserve, excluder, one_fs, dry_run, report, dest_dev, base, on_error)
         self.previous = previous
         self.link = link and previous is not None
         self.previous_xattrs = previous_xattrs
@@ -223,10 +223,11 @@ class FreshTree(Walker):
             self._pool = _parallel.Pool(self.workers)
             base, changes = dict(self.stats), self.changes
             roots = [src_fd, dst_fd] + ([self.previous] if self.previous is not None else [])
-            for stats, worker_changes in self._pool.run(self, roots, keep=[self._claims_fd]):
+            for stats, worker_changes, skipped in self._pool.run(self, roots, keep=[self._claims_fd]):
                 for key, value in stats.items():
                     self.stats[key] += value - base[key]
                 self.changes += worker_changes - changes
+                self.skipped.extend(skipped[:SKIPPED_MAX - len(self.skipped)])
         except BaseException:
             self._drop_claims(quietly=True)     # never mask the run's own error
             raise
@@ -258,7 +259,7 @@ class FreshTree(Walker):
 
     def result(self):
         """In a worker process: what it did, for the parent to add up."""
-        return dict(self.stats), self.changes
+        return dict(self.stats), self.changes, self.skipped
 
     def _later_name(self, src_fd, dst_fd, prev_fd, name, path, st, dname):
         if self._claims_fd is None:

@@ -28,6 +28,9 @@ from ._tree import PRESERVE_ALL, display
 CONFIG_DIR = '/etc/fslinks-snapshots'
 JOB_NAME = _options.JOB_NAME
 EX_OK, EX_FAIL, EX_STALE, EX_USAGE, EX_BUSY = 0, 1, 2, 64, 75   # 75: EX_TEMPFAIL, as lock holders
+# run: published, but entries were skipped (on_error=skip), as restic's 3;
+# check: the newest snapshot is fresh, but it skipped entries or the free space is below keep.min_free.
+EX_WARN = 3
 JOB_KEYS = _options.JOB_KEYS
 METRIC = 'fslinks_snapshot_'
 
@@ -68,7 +71,7 @@ def _request(cfg):
     return _snapshot.Request(cfg['src'], cfg['dest'], method=cfg['method'], keep=cfg['keep'],
                              exclude=cfg['exclude'], one_file_system=cfg['one_file_system'],
                              lock_timeout=cfg['lock_timeout'], create_dest=False, workers=cfg['workers'],
-                             root_tag='job %s' % cfg['name'])
+                             on_error=cfg['on_error'], root_tag='job %s' % cfg['name'])
 
 
 def _check_canonical(cfg):
@@ -145,8 +148,9 @@ def check_job(cfg, now=None):
         message = 'job %s: newest snapshot %s is dated in the future (created %s): its age is unknown' % (
             cfg['name'], newest['name'], newest['time'])
     else:
-        message = 'job %s: newest snapshot %s is %s old%s' % (
-            cfg['name'], newest['name'], _human(age), '' if ok else ' (max_age %s)' % _human(cfg['max_age']))
+        message = 'job %s: newest snapshot %s is %s old%s%s' % (
+            cfg['name'], newest['name'], _human(age), '' if ok else ' (max_age %s)' % _human(cfg['max_age']),
+            _space_words(cfg))
     return ok, '\n'.join([message] + future_warnings(cfg, snaps))
 
 
@@ -159,6 +163,40 @@ def future_warnings(cfg, snaps):
     return ['job %s: warning: %d snapshot(s) dated in the future, the furthest %s created %s: the clock was '
             'ahead when they were made, or went back since; each keeps a slot of the period rules until deleted'
             % (cfg['name'], len(future), furthest['name'], furthest['time'])]
+
+
+def check_warnings(cfg):
+    """What `check` warns of on a fresh chain: entries the newest snapshot
+    skipped (its record), free space below keep.min_free."""
+    out = []
+    try:
+        fd = _snapshot.open_root(cfg['dest'], nofollow=True)
+    except LinkError:
+        return out          # check_job has said why already
+    try:
+        names = _snapshot.list_snapshots(fd)
+        record = _snapshot.read_record(fd, names[-1]) if names else None
+        skipped = ((record or {}).get('stats') or {}).get('skipped') or 0
+        if skipped:
+            out.append('job %s: snapshot %s skipped %d entries that could not be read or written (listed in %s)'
+                       % (cfg['name'], names[-1], skipped, os.path.join(cfg['dest'], names[-1] + _snapshot.RECORD)))
+        free, size = _snapshot.space_of(fd)
+        floor = _snapshot.floor_of(cfg['keep'], size)
+        if floor is not None and free < floor:
+            out.append('job %s: %s has %s free, below keep.min_free %s (%s)'
+                       % (cfg['name'], cfg['dest'], _size(free), cfg['keep']['min_free'], _size(floor)))
+    finally:
+        os.close(fd)
+    return out
+
+
+def _space_words(cfg):
+    """'; 1.2G of 10.0G free' for the check line (nothing if statvfs fails)."""
+    try:
+        st = os.statvfs(cfg['dest'])
+    except OSError:
+        return ''
+    return '; %s of %s free' % (_size(st.f_bavail * st.f_frsize), _size(st.f_blocks * st.f_frsize))
 
 
 def _human(seconds):
@@ -213,12 +251,24 @@ def render_metrics(job, result, started, duration, error, last_success):
          [(label, len((result or {}).get('kept') or []))]),
         ('future_dated', 'gauge', 'Snapshots created after the clock of the last run (ahead then, or back since).',
          [(label, len((result or {}).get('future_dated') or []))]),
+        ('skipped_entries', 'gauge', 'Entries the last snapshot left out: unreadable or unwritable (on_error=skip).',
+         [(label, stats.get('skipped', 0))]),
     ]
     changed = (result or {}).get('changed_files') or {}
     known = [how for how in ('added', 'modified', 'deleted') if changed.get(how) is not None]
     if known:       # only a snapshot compared with a previous one has them (alert on a mass change)
         rows.append(('changed_files', 'gauge', 'Regular files of the last snapshot against the previous one.',
                      [('{job="%s",how="%s"}' % (job, how), changed[how]) for how in known]))
+    space = (result or {}).get('space') or {}
+    if space.get('size_bytes') is not None:
+        rows += [
+            ('free_bytes', 'gauge', "Free bytes on the snapshot root's filesystem after the last run.",
+             [(label, space['free_bytes'])]),
+            ('size_bytes', 'gauge', "Size in bytes of the snapshot root's filesystem.", [(label, space['size_bytes'])]),
+        ]
+        if space.get('min_free_bytes') is not None:
+            rows.append(('min_free_bytes', 'gauge', 'The free-space floor (keep.min_free) in bytes.',
+                         [(label, space['min_free_bytes'])]))
     lines = []
     for name, kind, help_text, samples in rows:
         lines.append('# HELP %s%s %s' % (METRIC, name, help_text))
@@ -232,6 +282,17 @@ def _number(value):
     return repr(round(value, 3)) if isinstance(value, float) else str(int(value))
 
 
+def _space_at(cfg):
+    """The space part of a result, for a run that failed before it had one."""
+    try:
+        st = os.statvfs(cfg['dest'])
+    except OSError:
+        return {}
+    size = st.f_blocks * st.f_frsize
+    return {'free_bytes': st.f_bavail * st.f_frsize, 'size_bytes': size,
+            'min_free_bytes': _snapshot.floor_of(cfg['keep'], size)}
+
+
 def write_metrics(cfg, result, started, duration, error):
     """Atomic write (temp + rename): the collector never reads half a file."""
     path = metrics_path(cfg)
@@ -242,7 +303,8 @@ def write_metrics(cfg, result, started, duration, error):
             snaps = list_job(cfg)
         except LinkError:
             snaps = []          # the root itself is what failed: the run's error says so
-        result = {'kept': [s['path'] for s in snaps], 'future_dated': [s['path'] for s in snaps if s['future_dated']]}
+        result = {'kept': [s['path'] for s in snaps], 'future_dated': [s['path'] for s in snaps if s['future_dated']],
+                  'space': _space_at(cfg)}
     text = render_metrics(cfg['name'], result, started, duration, error, _previous_success(path, cfg['name']))
     # mkstemp: O_EXCL, so a symlink planted at the temporary name is never followed.
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
@@ -287,7 +349,8 @@ def summary(cfg, result):
                                     result.get('method') or '-', result.get('seconds') or 0,
                                     stats.get('files', 0), stats.get('linked', 0), stats.get('reflinked', 0),
                                     stats.get('copied', 0), stats.get('bytes_copied', 0), since,
-                                    len(result.get('kept') or []), len(result.get('pruned') or [])))
+                                    len(result.get('kept') or []), len(result.get('pruned') or []))
+            + ('; %d skipped' % stats['skipped'] if stats.get('skipped') else ''))
 
 
 # ---------------------------------------------------------------- CLI
@@ -299,7 +362,7 @@ def _parser():
     parser.add_argument('--config-dir', default=CONFIG_DIR, help='where JOB.json files live (%(default)s)')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
-    run = sub.add_parser('run', help='make a snapshot now, then prune')
+    run = sub.add_parser('run', help='make a snapshot now, then prune (exit 3: published, but entries were skipped)')
     run.add_argument('job')
     run.add_argument('--random-delay', type=int, default=0, metavar='SECONDS',
                      help='first sleep a random time up to SECONDS (spreads a fleet started by cron)')
@@ -309,7 +372,8 @@ def _parser():
     lst.add_argument('--usage', action='store_true', help='also the bytes only each snapshot holds (walks them all)')
     prune = sub.add_parser('prune', help='prune by the retention policy, make no snapshot')
     prune.add_argument('job')
-    check = sub.add_parser('check', help='exit 2 when the newest snapshot is older than max_age (or none)')
+    check = sub.add_parser('check', help='exit 2 when the newest snapshot is older than max_age (or none), 3 when '
+                                         'it skipped entries or free space is below keep.min_free')
     check.add_argument('job')
     init = sub.add_parser('init', help="create the job's snapshot root (runs refuse a missing one: unmounted disk)")
     init.add_argument('job')
@@ -375,6 +439,8 @@ def _command(args, where):
         for warning in result.get('warnings', []):
             log('job %s: %s' % (cfg['name'], display(warning)), error=True)
         log(summary(cfg, result))
+        if result['stats'].get('skipped'):
+            return EX_WARN
     elif args.command == 'init':
         init_job(cfg)
         _out('job %s: snapshot root %s ready' % (cfg['name'], cfg['dest']))
@@ -386,7 +452,12 @@ def _command(args, where):
     elif args.command == 'check':
         ok, message = check_job(cfg)
         _out(message)
-        return EX_OK if ok else EX_STALE
+        if not ok:
+            return EX_STALE
+        warnings = check_warnings(cfg)
+        for warning in warnings:
+            _out('warning: ' + warning)
+        return EX_WARN if warnings else EX_OK
     elif args.command == 'restore':
         result = restore_job(cfg, args.path, snapshot=args.snapshot, to=args.to, mirror=args.mirror,
                              guard=not args.no_guard, dry_run=args.dry_run,

@@ -12,11 +12,12 @@ cannot import Python: tests/unit/test_options.py holds them to this file.
 import os
 import re
 
-from . import _retention
+from . import _retention, _walk
 from ._errors import BadInput
 from ._tree import Excluder
 
 METHODS = ('auto', 'btrfs', 'reflink', 'hardlink', 'copy')
+ON_ERROR = _walk.ON_ERROR
 MAX_WORKERS = 64
 JOB_NAME = re.compile(r'\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z')
 
@@ -119,14 +120,17 @@ REQUEST = (
     Option('dest', str, None, 'Absolute path of the snapshot root.',
            check=_path('dest'), required=True, ansible_type='path'),
     Option('method', str, 'auto', 'auto picks btrfs, reflink or hardlink; the others force one.', choices=METHODS),
-    Option('keep', dict, {}, 'Retention counts by rule (docs/retention.md); empty keeps all, all zero is refused.',
-           check=_keep, suboptions=[(k, 'int') for k in _retention.KEEP_KEYS]),
+    Option('keep', dict, {}, 'Retention counts by rule and min_free (docs/retention.md); empty keeps all, '
+           'all counts zero is refused.',
+           check=_keep, suboptions=[(k, 'int') for k in _retention.KEEP_KEYS] + [(_retention.MIN_FREE, 'str')]),
     Option('exclude', list, [], 'rsync-style patterns to leave out, relative to src.',
            check=_exclude, elements='str'),
     Option('one_file_system', bool, True, 'Do not descend into other filesystems below src.'),
     Option('lock_timeout', int, 0, 'Seconds to wait for a run on the same dest; 0 fails at once.',
            check=_seconds('lock_timeout', 0)),
     Option('workers', int, 0, 'Processes building the snapshot; 0 picks per dest filesystem.', check=_workers),
+    Option('on_error', str, 'skip', 'An entry that cannot be read or written: skip it (on the record) or fail the run.',
+           choices=ON_ERROR),
 )
 
 # A job config (JOB.json, written by the role) is a request with a name, a

@@ -308,5 +308,6 @@ def _guard(root, src, job, record, now):
     req = _snapshot.Request(src, root, method=job.get('method', 'auto'),
                             exclude=job.get('exclude', record.get('exclude')) or (),
                             one_file_system=job.get('one_file_system', record.get('one_file_system', True)),
-                            create_dest=job.get('root_tag') is None, root_tag=job.get('root_tag'))
+                            create_dest=job.get('root_tag') is None, root_tag=job.get('root_tag'),
+                            on_error='fail')    # a guard that skipped a file could not give it back
     return _snapshot.run(req, now=now, purpose=_snapshot.GUARD, lock_held=True)

@@ -48,6 +48,11 @@ _NAME_RE = re.compile(r'([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2})([0-9]{2})([0
 
 KEEP_KEYS = ('last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly')
 KEEP_MAX = 100000
+# keep's free-space floor: "20%" of the filesystem or bytes ("10G", "500M",
+# 1048576).  Not a count: select() ignores it; _snapshot prunes by it.
+MIN_FREE = 'min_free'
+_MIN_FREE_RE = re.compile(r'\A(?:([0-9]+(?:\.[0-9]+)?)\s*%|([0-9]+)\s*([KMGTP]?)(?:i?B)?)\Z', re.I)
+_UNITS = {'': 0, 'K': 10, 'M': 20, 'G': 30, 'T': 40, 'P': 50}
 
 # Calendar period of a UTC datetime, per rule.  ISO weeks start on Monday and
 # belong to the ISO year (2026-12-31 and 2027-01-01 are both in 2026-W53).
@@ -191,6 +196,29 @@ def _keep_value(key, value):
     return value
 
 
+def parse_min_free(value):
+    """keep.min_free checked: a whole number of bytes, or a string: "20%"
+    (of the filesystem's size, below 100) or bytes with an optional binary
+    suffix ("10G" is 10 GiB).  Returned as given (stripped), for the record."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    found = _MIN_FREE_RE.match(value.strip()) if isinstance(value, str) else None
+    if found is None or (found.group(1) is not None and float(found.group(1)) >= 100):
+        raise ValueError('keep.min_free must be a percentage below 100 of the filesystem ("20%%") or bytes '
+                         '("10G", "500M", 1048576), got %r' % (value,))
+    return value.strip()
+
+
+def min_free_bytes(value, total_bytes):
+    """The floor in bytes of a parse_min_free value on a filesystem of total_bytes."""
+    if isinstance(value, int):
+        return value
+    found = _MIN_FREE_RE.match(value)
+    if found.group(1) is not None:
+        return int(total_bytes * float(found.group(1)) / 100)
+    return int(found.group(2)) << _UNITS[found.group(3).upper()]
+
+
 def parse_keep(keep: Optional[dict]) -> Dict[str, int]:
     """Validated retention policy: ``{rule: count}`` in KEEP_KEYS order.
 
@@ -206,24 +234,31 @@ def parse_keep(keep: Optional[dict]) -> Dict[str, int]:
     if not isinstance(keep, dict):
         raise ValueError('keep must be a dictionary of counts such as {last: 3, daily: 7}, got %s' % type(keep).__name__)
     for key in keep:
-        if key not in KEEP_KEYS:
-            close = difflib.get_close_matches(str(key), KEEP_KEYS, n=1)
+        if key not in KEEP_KEYS + (MIN_FREE,):
+            close = difflib.get_close_matches(str(key), KEEP_KEYS + (MIN_FREE,), n=1)
             hint = " (did you mean '%s'?)" % close[0] if close else ''
-            raise ValueError("unknown keep rule '%s'%s; valid rules are: %s" % (key, hint, ', '.join(KEEP_KEYS)))
+            raise ValueError("unknown keep rule '%s'%s; valid rules are: %s"
+                             % (key, hint, ', '.join(KEEP_KEYS + (MIN_FREE,))))
     policy = {key: _keep_value(key, keep[key]) for key in KEEP_KEYS if keep.get(key) is not None}
     if policy and not any(policy.values()):
         raise ValueError('keep: every count is 0 (%s), which would delete every snapshot but the newest; '
                          'give at least one count above 0 (such as {last: 1}), or no keep at all to keep '
                          'every snapshot' % ', '.join('%s: 0' % key for key in policy))
+    if keep.get(MIN_FREE) is not None:
+        policy[MIN_FREE] = parse_min_free(keep[MIN_FREE])
     return policy
 
 
 def describe(keep: Optional[dict]) -> str:
     """One-line summary of a policy, e.g. ``last 3, daily 7``."""
     policy = parse_keep(keep)
+    floor = policy.pop(MIN_FREE, None)
     if not policy:
-        return 'keep everything'
-    return ', '.join('%s %d' % (key, count) for key, count in policy.items() if count)
+        return 'keep everything' + (', min_free %s' % floor if floor is not None else '')
+    parts = ['%s %d' % (key, count) for key, count in policy.items() if count]
+    if floor is not None:
+        parts.append('min_free %s' % floor)
+    return ', '.join(parts)
 
 
 def _select_period(by_time, period, count):
@@ -265,6 +300,7 @@ def select(snapshots: Iterable[str], keep: Optional[dict],
     pruning twice with the same policy prunes nothing more.
     """
     policy = parse_keep(keep)
+    policy.pop(MIN_FREE, None)      # space, not a count: pruned by _snapshot
     parsed = _parsed(snapshots)
     made = sorted(parsed, key=parsed.__getitem__)
     if not policy or not made:

@@ -26,7 +26,7 @@ from . import _ioctl, _options, _parallel, _retention
 from ._fresh import FreshTree
 from ._transfer import DataCopier, first_regular_file
 from ._walk import new_stats
-from ._errors import BadInput, Busy, LinkError, NotSupported, at_door, from_oserror
+from ._errors import BadInput, Busy, LinkError, NoSpace, NotSupported, at_door, from_oserror
 from ._mounts import mount_of, read_mounts, reflink_capable
 from ._tree import (
     PRESERVE_ALL, Excluder, lstat_at, open_dir, open_dir_at, open_dir_nofollow, remove_tree_at, reset_new_dir, syncfs,
@@ -44,11 +44,12 @@ class Request(object):
     """A validated snapshot request."""
 
     def __init__(self, src, dest, method='auto', keep=None, exclude=(), one_file_system=True,
-                 lock_timeout=0, dest_mode=0o700, create_dest=True, root_tag=None, workers=0):
+                 lock_timeout=0, dest_mode=0o700, create_dest=True, root_tag=None, workers=0, on_error='skip'):
         opts = _options.settle(dict(src=src, dest=dest, method=method, keep=keep, exclude=exclude,
                                     one_file_system=one_file_system, lock_timeout=lock_timeout,
-                                    workers=workers), _options.REQUEST)
+                                    workers=workers, on_error=on_error), _options.REQUEST)
         self.keep = opts['keep']
+        self.on_error = opts['on_error']
         self.excluder = Excluder(opts['exclude'])
         self.workers = opts['workers']      # 0: chosen per dest filesystem, see _parallel.default_workers
         # The caller's top-level paths are resolved whole ('..', symlinks),
@@ -391,6 +392,8 @@ def _run(req, state, dry_run, now, report, purpose, lock_held):
                 result['leftovers_removed'].append(os.path.join(req.dest, name))
                 result['changed'] = True
         existing = list_snapshots(dest_fd)
+        # Room first: the floor of keep.min_free, at the cost of the oldest.
+        existing = _prune_for_space(req, dest_fd, existing, set(existing[-1:]), dry_run, result)
         times = snapshot_times(dest_fd, existing)
         if state == 'present':
             name = _retention.next_snapshot_name(existing, now)
@@ -409,10 +412,20 @@ def _run(req, state, dry_run, now, report, purpose, lock_held):
             if not dry_run:
                 _guarded(remove_snapshot, req.dest, name, 'prune')(dest_fd, name)
             result['changed'] = True
-        result['pruned'] = [os.path.join(req.dest, n) for n in pruned]
+        protect = set(kept[-1:]) | (set([os.path.basename(result['snapshot'])]) if result['snapshot'] else set())
+        if pruned and not dry_run and _retention.MIN_FREE in req.keep:
+            syncfs(dest_fd)         # what the victims held counts as free for the floor
+        kept = _prune_for_space(req, dest_fd, kept, protect, dry_run, result)
+        result['pruned'] = [os.path.join(req.dest, n) for n in pruned] + result['space'].pop('victims')
+        space = result['space']
+        if space['min_free_bytes'] is not None and space['free_bytes'] < space['min_free_bytes']:
+            result.setdefault('warnings', []).append(
+                '%s has %d bytes free, below keep.min_free %s (%d bytes)%s' % (
+                    req.dest, space['free_bytes'], req.keep[_retention.MIN_FREE], space['min_free_bytes'],
+                    ' and only the newest snapshot is left' if len(kept) <= 1 else ''))
         result['kept'] = [os.path.join(req.dest, n) for n in kept]
         _report_future(req, result, kept, times, now)
-        if pruned and not dry_run:
+        if result['pruned'] and not dry_run:
             _fsync_dir(dest_fd)
     finally:
         if lock is not None:
@@ -555,7 +568,8 @@ def _plan_new_root(req, state, now, report, validate_only=False):
 
 def _copier(req, method, src_fd, dest_fd, dry_run, report, **options):
     """The FreshTree of a method, having learnt whether src clones into dest.
-    ``options``: FreshTree's previous, link, previous_xattrs, workers, scratch."""
+    ``options``: FreshTree's previous, link, previous_xattrs, workers, scratch, on_error."""
+    options.setdefault('on_error', req.on_error)
     # A forced reflink clones every file or fails; chosen by auto, a file
     # that cannot be cloned (btrfs nodatacow) is copied instead.
     policy = {'hardlink': 'auto', 'copy': 'never'}.get(method, 'always' if req.method == 'reflink' else 'auto')
@@ -588,11 +602,14 @@ def _make(req, dest_fd, existing, name, dry_run, report, result, about):
                 _fs_info(req.dest, dest_fd, read_mounts())['fstype']))
         tree = _copier(req, method, src_fd, dest_fd, dry_run, report, **options)
         result['stats'] = tree.stats
+        result['skipped'] = tree.skipped
         if dry_run:
             if method != 'btrfs':
                 tree.copy_tree(src_fd, None)
+                _fits(req, dest_fd, tree.stats['bytes_copied'], result)
             result['changed_files'] = changed_files(tree.stats, prev_record)
             return False
+        _check_fits(req, method, existing, src_fd, dest_fd, result)
         try:
             if method == 'btrfs':
                 _btrfs_snapshot(req, src_fd, dest_fd, partial, tree.stats)
@@ -606,6 +623,11 @@ def _make(req, dest_fd, existing, name, dry_run, report, result, about):
                     os.close(part_fd)
                 about = dict(about, changed_files=changed_files(tree.stats, prev_record))
                 result['changed_files'] = about['changed_files']
+            if tree.skipped:
+                about = dict(about, skipped=tree.skipped)
+                result.setdefault('warnings', []).append(
+                    'skipped %d entries that could not be read or written (on_error=skip); the record %s '
+                    'names them' % (tree.stats['skipped'], os.path.join(req.dest, name + RECORD)))
             _record(req, dest_fd, name, method, reason, started, tree.stats, result, about)
             syncfs(dest_fd)
             os.rename(partial, name, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
@@ -656,6 +678,92 @@ def _record(req, dest_fd, name, method, reason, started, stats, result, about):
     except OSError as exc:
         result.setdefault('warnings', []).append(
             'could not write the record of %s: %s' % (os.path.join(req.dest, name), exc.strerror))
+
+
+# ---------------------------------------------------------------- free space
+
+def space_of(fd):
+    """(free bytes, size in bytes) of the filesystem of fd, as df's Avail
+    and Size (blocks reserved for root are not free)."""
+    st = os.fstatvfs(fd)
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+
+def floor_of(keep, size):
+    """keep.min_free in bytes on a filesystem of ``size`` bytes, or None."""
+    spec = (keep or {}).get(_retention.MIN_FREE)
+    return None if spec is None else _retention.min_free_bytes(spec, size)
+
+
+def _prune_for_space(req, dest_fd, names, protect, dry_run, result):
+    """Delete the oldest snapshots until keep.min_free is met, never one in
+    ``protect`` (the newest, the one just made); returns the names left.
+    Check mode deletes nothing (what a deletion frees cannot be known
+    without it).  result['space']: free, size and floor after it."""
+    free, size = space_of(dest_fd)
+    floor = floor_of(req.keep, size)
+    space = result.setdefault('space', {'victims': []})
+    names = list(names)
+    btrfs = None
+    while floor is not None and free < floor and not dry_run:
+        victims = [n for n in names if n not in protect]
+        if not victims:
+            break
+        _guarded(remove_snapshot, req.dest, victims[0], 'prune for space')(dest_fd, victims[0])
+        names.remove(victims[0])
+        space['victims'].append(os.path.join(req.dest, victims[0]))
+        result['changed'] = True
+        if btrfs is None:
+            btrfs = _fs_info(req.dest, dest_fd, read_mounts())['fstype'] == 'btrfs'
+        free = _freed(dest_fd, free, btrfs)
+    space.update(free_bytes=free, size_bytes=size, min_free_bytes=floor)
+    return names
+
+
+def _freed(dest_fd, before, btrfs):
+    """Free bytes after a deletion, once the filesystem counts them: syncfs
+    commits it; btrfs frees a deleted subvolume's extents later, in its
+    cleaner, so wait a little for the count to move rather than delete the
+    next snapshot for room the first one is about to give back."""
+    syncfs(dest_fd)
+    deadline = time.monotonic() + (10 if btrfs else 0)
+    while True:
+        free = space_of(dest_fd)[0]
+        if free > before or time.monotonic() >= deadline:
+            return free
+        time.sleep(0.2)
+        syncfs(dest_fd)
+
+
+def _fits(req, dest_fd, need, result):
+    """Check mode: a warning when the data to copy exceeds the free space."""
+    free = space_of(dest_fd)[0]
+    if need > free:
+        result.setdefault('warnings', []).append(
+            'the snapshot would copy %d bytes of data, but %s has %d bytes free' % (need, req.dest, free))
+
+
+def _check_fits(req, method, existing, src_fd, dest_fd, result):
+    """Fail before writing anything when the snapshot's data surely does not
+    fit: a copy, or a first hardlink snapshot, writes all of src's data.
+    Reflinks and later hardlink snapshots share most of it and can only
+    be judged by doing them (ENOSPC then fails the run cleanly)."""
+    if method not in ('copy', 'hardlink') or (method == 'hardlink' and existing):
+        return
+    st = os.fstatvfs(dest_fd)
+    free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize   # root may use the reserve
+    if req.one_file_system:
+        used = os.fstatvfs(src_fd)
+        if (used.f_blocks - used.f_bfree) * used.f_frsize <= free:
+            return      # a tree within one filesystem holds no more data than the filesystem (no walk)
+    # The check mode walk of the same tree: it counts the data bytes to copy.
+    plan = _copier(req, method, src_fd, dest_fd, dry_run=True, report=None, on_error='skip')
+    plan.copy_tree(src_fd, None)
+    need = plan.stats['bytes_copied']
+    if need > free:
+        raise NoSpace('create snapshot: %s: no space left on the destination filesystem: the snapshot would '
+                      'copy %d bytes of data and %d are free (nothing was written)' % (req.dest, need, free),
+                      req.dest, errno.ENOSPC)
 
 
 def _discard(dest_fd, partial):

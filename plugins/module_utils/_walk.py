@@ -29,8 +29,18 @@ def new_stats():
         'files': 0, 'dirs': 0, 'symlinks': 0, 'specials': 0,
         'linked': 0, 'reflinked': 0, 'copied': 0, 'hardlinks': 0, 'unchanged': 0,
         'metadata': 0, 'bytes_cloned': 0, 'bytes_copied': 0, 'bytes_linked': 0,
-        'changed_during_run': 0, 'xattr_files': 0, 'added': 0, 'modified': 0,
+        'changed_during_run': 0, 'xattr_files': 0, 'added': 0, 'modified': 0, 'skipped': 0,
     }
+
+
+ON_ERROR = ('skip', 'fail')
+SKIPPED_MAX = 100       # skipped entries named (in a record, a result); stats['skipped'] counts all
+
+# What on_error=skip skips: an error of one entry (permission, an unreadable
+# block), not of the whole destination.  ENOSPC, EDQUOT and EROFS would fail
+# every later entry as well, and an error at the tree's root leaves nothing
+# worth publishing: those always fail the run.
+SKIPPABLE = frozenset((errno.EACCES, errno.EPERM, errno.EIO, errno.ENXIO, errno.ENODATA, errno.EOVERFLOW))
 
 
 def _read_umask():
@@ -74,14 +84,19 @@ class Walker(object):
     dest_dev   -- dest's device, for what a dry run predicts where dest does not exist yet
     base       -- the path of the copied tree's root inside a larger tree (b'': it is the
                   tree): reports and excludes see every entry as base/rel
+    on_error   -- fail: an entry that cannot be read or written fails the walk; skip:
+                  it is left out, counted (stats['skipped']) and named in ``skipped``
+                  (the first SKIPPED_MAX, as {'path', 'error'}); see SKIPPABLE
 
     ``stats`` counts what was done (new_stats); ``changes`` counts every
     change, which is what makes a run "changed".
     """
 
     def __init__(self, policy='auto', preserve=PRESERVE_ALL, excluder=None, one_fs=False,
-                 dry_run=False, report=None, dest_dev=None, base=b''):
+                 dry_run=False, report=None, dest_dev=None, base=b'', on_error='fail'):
         self.copier = DataCopier(policy)
+        self.on_error = on_error
+        self.skipped = []
         self.preserve = frozenset(preserve)
         self.excluder = excluder
         self.one_fs = one_fs
@@ -175,7 +190,12 @@ class Walker(object):
             with os.scandir(src_fd) as it:
                 return list(it)
         except OSError as exc:
-            raise from_oserror(exc, display(rel or b'.'), 'read directory')
+            err = from_oserror(exc, display(rel or b'.'), 'read directory')
+            if rel == self.base or not self._skippable(err):
+                raise err
+            # The directory itself is made (empty, with its metadata); what it holds is skipped.
+            self._skip(rel, err)
+            return []
 
     def _entry(self, frame, dirent):
         """One entry of a directory; returns the Frame of a directory to descend into."""
@@ -203,27 +223,48 @@ class Walker(object):
             else:
                 self._special(src_fd, dst_fd, name, path, st)
         except (OSError, LinkError) as exc:
-            self._failed(exc, src_fd, name, path, st)
+            self._failed(exc, src_fd, name, path, st, dst_fd)
         return None
 
-    def _failed(self, exc, src_fd, name, path, st):
+    def _failed(self, exc, src_fd, name, path, st, dst_fd=None):
         """An entry's copy failed: go on if src deleted it meanwhile (rsync's
-        "file has vanished"), else raise the error with the path in it."""
+        "file has vanished"), or if it may be skipped (on_error); else raise
+        the error with the path in it."""
         if getattr(exc, 'errno', None) == errno.ENOENT and lstat_at(src_fd, name) is None:
             self._vanished(path, st)
             return
-        if isinstance(exc, LinkError):
-            raise exc
-        raise from_oserror(exc, display(path), 'copy')
+        err = exc if isinstance(exc, LinkError) else from_oserror(exc, display(path), 'copy')
+        if not self._skippable(err):
+            raise err
+        if dst_fd is not None and not stat.S_ISDIR(st.st_mode) and not self.dry_run and self._in_new_dir():
+            unlink_quietly(dst_fd, name)       # a symlink or node made before its metadata failed
+        self._forget(path, st)
+        self._skip(path, err)
 
-    def _vanished(self, path, st):
-        """Forget an entry deleted from src while we were at it."""
-        self.stats['changed_during_run'] += 1
+    def _skippable(self, err):
+        """True if on_error=skip may leave this entry out: an entry's own
+        error (SKIPPABLE).  A destination that fails for good (EIO, then
+        remounted read-only) fails the next write with EROFS, or the publish."""
+        return self.on_error == 'skip' and not isinstance(err, (BadInput, Changed)) and err.errno in SKIPPABLE
+
+    def _skip(self, path, err):
+        """Leave an entry out of the tree, on the record."""
+        self.stats['skipped'] += 1
+        if len(self.skipped) < SKIPPED_MAX:
+            self.skipped.append({'path': display(path), 'error': str(err)})
+
+    def _forget(self, path, st):
+        """Uncount an entry that is not in the tree after all."""
         self.stats['dirs' if stat.S_ISDIR(st.st_mode) else 'files' if stat.S_ISREG(st.st_mode) else
                    'symlinks' if stat.S_ISLNK(st.st_mode) else 'specials'] -= 1
         first = self._inodes.get((st.st_dev, st.st_ino))
         if first is not None and first[0] == path:
-            del self._inodes[(st.st_dev, st.st_ino)]
+            del self._inodes[(st.st_dev, st.st_ino)]      # a later name must not link to it
+
+    def _vanished(self, path, st):
+        """Forget an entry deleted from src while we were at it."""
+        self.stats['changed_during_run'] += 1
+        self._forget(path, st)
 
     def _existing(self, dst_fd, name):
         """What dest has at name (an lstat), or None; a new tree has nothing."""

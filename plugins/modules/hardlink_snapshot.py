@@ -64,6 +64,13 @@ options:
       - Empty (the default) keeps every snapshot. A policy whose counts are all 0 is refused.
       - The precise semantics, and how they compare with restic, borg, btrbk, snapper and rsnapshot,
         are in docs/retention.md of the collection.
+      - V(min_free) is a free-space floor on the filesystem of O(dest), as a share of its size
+        (V(20%)) or in bytes (V(10G), V(500M), V(1048576); binary units). Before and after the run
+        the oldest snapshots are deleted, one at a time, until that much is free again; never the
+        newest snapshot and never the one just made. A run that is left under the floor warns.
+      - Also without V(min_free), a V(copy) or a first V(hardlink) snapshot whose data cannot fit
+        in the free space fails before it writes anything; any run that runs out of space midway
+        fails and removes what it had written, the earlier snapshots untouched.
     type: dict
     default: {}
     suboptions:
@@ -73,6 +80,7 @@ options:
       weekly: {description: Number of ISO weeks to keep one snapshot of., type: int}
       monthly: {description: Number of months to keep one snapshot of., type: int}
       yearly: {description: Number of years to keep one snapshot of., type: int}
+      min_free: {description: 'Free space to keep on the filesystem of O(dest): V(20%) of it, or bytes such as V(10G).', type: str}
   exclude:
     description:
       - rsync-style patterns of paths not to snapshot, relative to O(src). C(/tmp) is anchored at
@@ -111,6 +119,21 @@ options:
       - Check mode and diff mode always walk in one process.
     type: int
     default: 0
+  on_error:
+    description:
+      - What an entry of O(src) that cannot be read or written does (permission denied, an I/O error
+        reading a file).
+      - V(skip) leaves it out, as C(rsync) and C(restic) do - the snapshot is published, the record
+        C(DEST/NAME.json) lists the skipped paths with the reason (the first 100; C(stats.skipped)
+        counts them all), the task warns and returns them in RV(skipped_entries).
+      - V(fail) fails the run on the first such entry and publishes nothing.
+      - Whatever the choice, these always fail the run - an error on O(src) itself (the root of the
+        snapshot), no space or quota left on O(dest) (C(ENOSPC), C(EDQUOT)), a read-only O(dest)
+        (C(EROFS)), and an entry replaced while it was read. An entry deleted while the run walks
+        is left out silently and counted in C(stats.changed_during_run).
+    type: str
+    choices: [skip, fail]
+    default: skip
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -195,6 +218,7 @@ stats:
     xattr_files: {description: Files with extended attributes (ACLs included)., type: int, returned: always}
     added: {description: Files with no namesake in the previous snapshot., type: int, returned: always}
     modified: {description: Files whose namesake in the previous snapshot differs (data or metadata)., type: int, returned: always}
+    skipped: {description: Entries left out because they could not be read or written (O(on_error=skip))., type: int, returned: always}
   sample: {files: 1200, dirs: 80, linked: 1190, reflinked: 0, copied: 10, bytes_copied: 40960,
            bytes_cloned: 0, symlinks: 3, specials: 0, hardlinks: 0, changed_during_run: 0}
 changed_files:
@@ -234,6 +258,27 @@ leftovers_removed:
   type: list
   elements: str
   sample: [/srv/.snapshots/data/2026-11-21T093000Z.partial]
+skipped_entries:
+  description:
+    - Entries left out of the snapshot (O(on_error=skip)), the first 100, each with its path relative
+      to O(src) and the error; C(stats.skipped) counts them all. The record C(DEST/NAME.json) lists
+      the same as C(skipped) (a result key of that name is Ansible's own).
+  returned: state is present
+  type: list
+  elements: dict
+  contains:
+    path: {description: The path relative to O(src)., type: str, returned: always}
+    error: {description: What failed., type: str, returned: always}
+  sample: [{path: home/alice/.ssh/id_ed25519, error: 'open: home/alice/.ssh/id_ed25519: permission denied'}]
+space:
+  description: The filesystem of O(dest) after the run (in check mode, as it is).
+  returned: when O(dest) exists
+  type: dict
+  contains:
+    free_bytes: {description: Free bytes (as C(df) counts them; blocks reserved for root are not free)., type: int, returned: always}
+    size_bytes: {description: Size of the filesystem in bytes., type: int, returned: always}
+    min_free_bytes: {description: The floor O(keep.min_free) in bytes; null without one., type: int, returned: always}
+  sample: {free_bytes: 53687091200, size_bytes: 107374182400, min_free_bytes: 21474836480}
 seconds:
   description: Duration of the run.
   returned: always
@@ -261,7 +306,7 @@ def main():
     try:
         req = Request(p['src'], p['dest'], method=p['method'], keep=keep, exclude=p['exclude'],
                       one_file_system=p['one_file_system'], lock_timeout=p['lock_timeout'],
-                      workers=p['workers'])
+                      workers=p['workers'], on_error=p['on_error'])
         before = list_snapshots_at(req.dest) if module._diff else None
         result = run(req, state=p['state'], dry_run=module.check_mode)
     except Exception as exc:    # the door: every failure is a message naming its path
@@ -272,9 +317,11 @@ def main():
                           'before': ''.join(n + '\n' for n in before),
                           'after': ''.join(n + '\n' for n in after)}
     for warning in result.pop('warnings', []):
-        module.warn(warning)
+        module.warn(warning)        # Ansible returns them as the result's warnings
+    # A result's own "skipped" is Ansible's (a true one marks the task skipped): another name.
+    result['skipped_entries'] = result.pop('skipped', [])
     if p['state'] == 'pruned':
-        for key in ('snapshot', 'method', 'reason'):
+        for key in ('snapshot', 'method', 'reason', 'skipped_entries'):
             result.pop(key, None)
     module.exit_json(**result)
 

@@ -8,6 +8,7 @@ mounted when the timer fires.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 
@@ -87,15 +88,17 @@ def _chown_tree(root, uid):
 @pytest.mark.parametrize('kind', ['ext4', 'xfs', 'btrfs'])
 def test_unreadable_entries_as_unprivileged_user(kind, request, reachable, workdir):  # pylint: disable=unused-argument
     """The job runs as nobody over nobody's tree; then root puts an unreadable file, then an
-    unreadable directory into it: each run fails with exit 1 naming the entry ("permission
-    denied"), leaves nothing, and the earlier snapshot stays complete and latest."""
+    unreadable directory into it. With on_error: fail each run fails with exit 1 naming the
+    entry ("permission denied"), leaves nothing, and the earlier snapshot stays complete and
+    latest; with on_error: skip (the default) the run exits 3 and publishes a snapshot that is
+    src without that entry, which its record lists."""
     mnt = request.getfixturevalue(kind)
     rng = faults.rng_for('nobody-' + kind)
     work = workdir(mnt)
     os.chmod(work, 0o755)
     src = work / 'src'
     trees.make_many_files(src, 100, size=2048, per_dir=50, rng=rng)
-    job = Job(work, src, work / 'snaps', keep={'last': 3})
+    job = Job(work, src, work / 'snaps', keep={'last': 3}, on_error='fail')
     _chown_tree(work, NOBODY)
     chain = Chain(job.dest, 3)
     chain.expect(copy_reference(src, workdir(mnt) / 'ref0'))
@@ -120,10 +123,35 @@ def test_unreadable_entries_as_unprivileged_user(kind, request, reachable, workd
             problems.append('published snapshots changed: %s -> %s' % (before, snapshot_names(job.dest)))
         if partials(job.dest):
             problems.append('leftovers: %s' % partials(job.dest))
-        TALLY.record('permission-denied', kind, 'unreadable %s: exit 1 "%s: ...: permission denied", nothing left'
-                     % (what, action), lost=len(problems))
+        TALLY.record('permission-denied', kind, 'on_error fail, unreadable %s: exit 1 "%s: ...: permission denied", '
+                     'nothing left' % (what, action), lost=len(problems))
+        assert not problems, '\n'.join(problems)
+        # on_error: skip (the default): published without it, which the record says.
+        ref = copy_reference(src, workdir(mnt) / ('ref-' + what))
+        parent = os.stat(path.parent)
+        subprocess.run(['rm', '-rf', str(ref / rel)], check=True)
+        os.utime(ref / os.path.dirname(rel) if os.path.dirname(rel) else ref,
+                 ns=(parent.st_atime_ns, parent.st_mtime_ns))
+        chain.expect(ref)
+        job.cfg['on_error'] = 'skip'
+        job.write()
+        done = _as_nobody(processes.cli_argv(job.etc, 'run', job.name))
+        problems = chain.check(listed=False)
+        names = snapshot_names(job.dest)
+        if done.returncode != 3 or names[-1] in before or latest(job.dest) != names[-1]:
+            problems.append('on_error skip: exit %d, %s -> %s: %s'
+                            % (done.returncode, before, names, done.stderr.strip()))
+        else:
+            listed = json.loads((job.dest / (names[-1] + '.json')).read_text()).get('skipped')
+            if [s['path'] for s in listed or []] != [rel]:
+                problems.append('the record lists %r, not %s' % (listed, rel))
+        TALLY.record('permission-denied', kind, 'on_error skip, unreadable %s: exit 3, published without it, '
+                     'listed in its record' % what, lost=len(problems))
+        job.cfg['on_error'] = 'fail'
+        job.write()
         subprocess.run(['rm', '-rf', str(path)], check=True)
         assert not problems, '\n'.join(problems)
+        chain.expect(copy_reference(src, workdir(mnt) / ('ref-after-' + what)))
     done = _as_nobody(processes.cli_argv(job.etc, 'run', job.name))
     assert done.returncode == 0, done.stderr
 

@@ -251,6 +251,8 @@ def test_parse_keep_raises_only_value_error(value):
     except ValueError as exc:
         assert str(exc)
         return
+    floor = policy.pop(_retention.MIN_FREE, None)
+    assert floor is None or _retention.min_free_bytes(floor, 1 << 40) >= 0
     assert set(policy) <= set(_retention.KEEP_KEYS)
     assert all(isinstance(v, int) and 0 <= v <= _retention.KEEP_MAX for v in policy.values())
     assert not policy or any(policy.values())       # all zero is refused

@@ -123,9 +123,12 @@ job_names = st.from_regex(_jobs.JOB_NAME, fullmatch=True)
 counts = st.integers(0, 10 ** 12)
 times = st.floats(0, 4e9, allow_nan=False)
 stats = st.fixed_dictionaries({}, optional={k: counts for k in (
-    'linked', 'reflinked', 'copied', 'bytes_linked', 'bytes_cloned', 'bytes_copied')})
+    'linked', 'reflinked', 'copied', 'bytes_linked', 'bytes_cloned', 'bytes_copied', 'skipped')})
 kept = st.lists(st.just('/x/2026-01-01T000000Z'), max_size=5)
-results = st.one_of(st.none(), st.fixed_dictionaries({}, optional={'stats': stats, 'kept': kept, 'future_dated': kept}))
+space = st.fixed_dictionaries({'free_bytes': counts, 'size_bytes': counts, 'min_free_bytes': st.none() | counts})
+changed = st.fixed_dictionaries({'added': counts, 'modified': counts, 'deleted': st.none() | counts})
+results = st.one_of(st.none(), st.fixed_dictionaries({}, optional={
+    'stats': stats, 'kept': kept, 'future_dated': kept, 'space': space, 'changed_files': st.none() | changed}))
 errors = st.one_of(st.none(), st.builds(RuntimeError, st.text(max_size=20)))
 
 
@@ -150,4 +153,17 @@ def test_every_rendering_is_valid_and_says_what_happened(job, result, started, d
         assert value('bytes', how=how) == stats.get('bytes_' + how, 0)
     assert value('snapshots_kept') == len((result or {}).get('kept') or [])
     assert value('future_dated') == len((result or {}).get('future_dated') or [])
-    assert len(samples) == 12
+    assert value('skipped_entries') == stats.get('skipped', 0)
+    room = (result or {}).get('space')
+    extra = 0
+    if room:
+        assert value('free_bytes') == room['free_bytes'] and value('size_bytes') == room['size_bytes']
+        extra = 2
+        if room['min_free_bytes'] is not None:
+            assert value('min_free_bytes') == room['min_free_bytes']
+            extra = 3
+    for how, count in sorted(((result or {}).get('changed_files') or {}).items()):
+        if count is not None:
+            assert value('changed_files', how=how) == count
+            extra += 1
+    assert len(samples) == 13 + extra

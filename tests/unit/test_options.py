@@ -67,7 +67,9 @@ def test_module_spec_is_derived():
     assert spec['method'] == {'type': 'str', 'default': 'auto', 'choices': list(_options.METHODS)}
     assert spec['lock_timeout'] == {'type': 'int', 'default': 0}
     assert spec['src'] == {'type': 'path', 'required': True}
-    assert set(spec['keep']['options']) == {'last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'}
+    assert set(spec['keep']['options']) == {'last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly', 'min_free'}
+    assert spec['keep']['options']['min_free'] == {'type': 'str'}
+    assert spec['on_error'] == {'type': 'str', 'default': 'skip', 'choices': ['skip', 'fail']}
 
 
 @pytest.mark.parametrize('value', [0.5, float('nan'), True, '1'])

@@ -209,8 +209,8 @@ def test_parse_keep_accepts():
 
 
 @pytest.mark.parametrize('keep, message', [
-    ({'dayly': 3}, "unknown keep rule 'dayly' (did you mean 'daily'?); valid rules are: last, hourly, daily, weekly, monthly, yearly"),
-    ({'quarterly': 3}, "unknown keep rule 'quarterly'; valid rules are: last, hourly, daily, weekly, monthly, yearly"),
+    ({'dayly': 3}, "unknown keep rule 'dayly' (did you mean 'daily'?); valid rules are: last, hourly, daily, weekly, monthly, yearly, min_free"),
+    ({'quarterly': 3}, "unknown keep rule 'quarterly'; valid rules are: last, hourly, daily, weekly, monthly, yearly, min_free"),
     ({'daily': -1}, 'keep.daily=-1 is negative: counts must be 0 or more'),
     ({'daily': '-1'}, 'keep.daily=-1 is negative: counts must be 0 or more'),
     ({'daily': 100001}, 'keep.daily=100001 is too large (at most 100000)'),
@@ -582,3 +582,23 @@ def test_module_is_standard_library_only():
     assert imported <= {'__future__', 'datetime', 'difflib', 're', 'typing'}
     compile(MODULE_PATH.read_text(), str(MODULE_PATH), 'exec', flags=0, dont_inherit=True)
     ast.parse(MODULE_PATH.read_text(), feature_version=(3, 8))
+
+
+@pytest.mark.parametrize('value, size, floor', [
+    ('20%', 1000, 200), ('12.5%', 1 << 30, 1 << 27), ('0%', 1000, 0), ('10G', 1, 10 << 30), ('500M', 1, 500 << 20),
+    ('500 MiB', 1, 500 << 20), ('64k', 1, 64 << 10), ('1048576', 1, 1 << 20), (4096, 1, 4096), (' 2T ', 1, 2 << 40),
+])
+def test_min_free(value, size, floor):
+    policy = R.parse_keep({'last': 2, 'min_free': value})
+    assert policy == {'last': 2, 'min_free': value.strip() if isinstance(value, str) else value}
+    assert R.min_free_bytes(policy['min_free'], size) == floor
+    # A floor is no count: retention by count keeps what it kept without it.
+    names = ['2026-11-2%dT000000Z' % d for d in range(1, 6)]
+    assert R.select(names, policy) == R.select(names, {'last': 2})
+    assert R.select(names, {'min_free': value}) == (names, [])
+
+
+@pytest.mark.parametrize('value', ['100%', '150%', '-5%', '-1', -1, '10X', '1.5G', '', 'G', True, 1.5, [1], {}])
+def test_min_free_rejects(value):
+    with pytest.raises(ValueError, match=r'keep.min_free must be a percentage below 100'):
+        R.parse_keep({'min_free': value})
