@@ -51,11 +51,16 @@ def _pair(method, src, snaps, prev, base):
 def _ratios(timed, pairs):
     rows = []
     for that, this in pairs:
-        per_round = [b['seconds'] / a['seconds'] for a, b in zip(timed[that.key], timed[this.key])]
+        pairs_ = list(zip(timed[that.key], timed[this.key]))
+        per_round = [b['seconds'] / a['seconds'] for a, b in pairs_]
+        # CPU seconds (the process and its workers) move less than wall time on a busy machine.
+        cpu = [b['cpu_seconds'] / a['cpu_seconds'] for a, b in pairs_ if a.get('cpu_seconds')]
         rows.append({'method': this.key.split(':', 1)[1], 'baseline_median_s': statistics.median(
             s['seconds'] for s in timed[that.key]), 'this_median_s': statistics.median(
             s['seconds'] for s in timed[this.key]), 'ratio_median': statistics.median(per_round),
-            'ratio_min': min(per_round), 'ratio_max': max(per_round), 'rounds': len(per_round)})
+            'ratio_min': min(per_round), 'ratio_max': max(per_round), 'rounds': len(per_round),
+            'cpu_ratio_median': statistics.median(cpu) if cpu else None,
+            'samples': {'baseline': timed[that.key], 'this': timed[this.key]}})
     return rows
 
 
@@ -101,14 +106,16 @@ def bench_fs(fs, files, args, wd, base):
 
 
 def table(rows, meta):
-    lines = ['A/B: this engine (sha256 %s) against the baseline (%s), median of per-round ratios'
-             % (meta['this_sha256'][:12], meta['baseline_sha256'][:12]), '',
-             '| fs | files | scenario | method | baseline s | this s | this/baseline (min-max) |',
-             '|---|---|---|---|---|---|---|']
+    lines = ['A/B: this engine (sha256 %s) against the baseline (%s), median of per-round ratios; load %s'
+             % (meta['this_sha256'][:12], meta['baseline_sha256'][:12],
+                ' '.join('%.1f' % x for x in meta['loadavg'])), '',
+             '| fs | files | scenario | method | baseline s | this s | this/baseline (min-max) | CPU this/baseline |',
+             '|---|---|---|---|---|---|---|---|']
     for r in rows:
-        lines.append('| %s | %d | %s | %s | %.3f | %.3f | %.3f (%.3f-%.3f) |' % (
+        lines.append('| %s | %d | %s | %s | %.3f | %.3f | %.3f (%.3f-%.3f) | %s |' % (
             r['fs'], r['files'], r['scenario'], r['method'], r['baseline_median_s'], r['this_median_s'],
-            r['ratio_median'], r['ratio_min'], r['ratio_max']))
+            r['ratio_median'], r['ratio_min'], r['ratio_max'],
+            '-' if r['cpu_ratio_median'] is None else '%.3f' % r['cpu_ratio_median']))
     return '\n'.join(lines)
 
 
@@ -137,12 +144,14 @@ def main(argv=None):
         os.environ['FSLINKS_BENCH_COLLECTIONS'] = str(this)
         base, base_sha = _common.freeze_collection(wd / 'baseline', Path(args.baseline).resolve())
         meta = {'this_sha256': this_sha, 'baseline_sha256': base_sha, 'baseline': str(Path(args.baseline).resolve()),
-                'host': _common.host_info(), 'args': sys.argv[1:] if argv is None else argv}
+                'host': _common.host_info(), 'args': sys.argv[1:] if argv is None else argv,
+                'loadavg_start': os.getloadavg()}
         try:
             for fs in fss:
                 rows += bench_fs(fs, args.files, args, wd, base)
         finally:
             shutil.rmtree(wd / 'baseline', ignore_errors=True)
+    meta['loadavg'] = os.getloadavg()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
     results = Path(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)
