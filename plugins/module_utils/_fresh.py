@@ -98,35 +98,53 @@ class FreshTree(Walker):
 
     def _plain_files(self, frame, entries):
         """The hot path: a directory's plain files (regular, one link, not
-        excluded) go to _file_data in one tight loop, without the general
-        per-entry stat and dispatch; the rest is returned for _entry."""
+        excluded) in one tight loop, without the general per-entry stat and
+        dispatch; the rest is returned for _entry.  A file linked from the
+        previous snapshot (the steady state) is counted here in bulk; every
+        other one goes on to _file_data with the decision already taken."""
         if not self.fast_paths:
             return entries
         src_fd, dst_fd, prev_fd, rel = frame.src, frame.dst, frame.prev, frame.rel
         is_reg = stat.S_ISREG
         excluder = self.excluder or None        # an empty Excluder is falsy: test it once
         comparer = self._comparer(src_fd, prev_fd)
+        since_previous = self._since_previous if prev_fd is not None else None
         file_data = self._file_data
+        report = self.report
         stats = self.stats
         rest = []
-        for dirent in entries:
-            try:
-                st = dirent.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                rest.append(dirent)     # vanished: the general path counts it
-                continue
-            if not is_reg(st.st_mode) or st.st_nlink > 1:
-                rest.append(dirent)
-                continue
-            name = os.fsencode(dirent.name)
-            path = join(rel, name)
-            if excluder is not None and excluder.excluded(path, name, False):
-                continue
-            stats['files'] += 1
-            try:
-                file_data(src_fd, dst_fd, prev_fd, name, path, st, name, comparer)
-            except (OSError, LinkError) as exc:
-                self._failed(exc, src_fd, name, path, st)
+        files = linked = nbytes = 0
+        try:
+            for dirent in entries:
+                try:
+                    st = dirent.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    rest.append(dirent)     # vanished: the general path counts it
+                    continue
+                if not is_reg(st.st_mode) or st.st_nlink > 1:
+                    rest.append(dirent)
+                    continue
+                name = os.fsencode(dirent.name)
+                if excluder is not None and excluder.excluded(join(rel, name), name, False):
+                    continue
+                files += 1
+                try:
+                    since = None if since_previous is None else since_previous(
+                        src_fd, prev_fd, dst_fd, name, st, comparer)
+                    if since is _LINKED:
+                        linked += 1
+                        nbytes += st.st_size
+                        if report is not None:
+                            report(join(rel, name), 'link', None, None)
+                        continue
+                    file_data(src_fd, dst_fd, prev_fd, name, join(rel, name), st, name, comparer, since)
+                except (OSError, LinkError) as exc:
+                    self._failed(exc, src_fd, name, join(rel, name), st)
+        finally:
+            stats['files'] += files
+            stats['linked'] += linked
+            stats['bytes_linked'] += nbytes
+            self.changes += linked
         return rest
 
     def _comparer(self, src_fd, prev_fd):
@@ -138,13 +156,15 @@ class FreshTree(Walker):
 
     # ------------------------------------------------------------ files
 
-    def _file_data(self, src_fd, dst_fd, prev_fd, name, path, st, dname, comparer=False):
+    def _file_data(self, src_fd, dst_fd, prev_fd, name, path, st, dname, comparer=False, since=None):
         """The fate of one regular file (see the module's docstring).
-        ``comparer``: the directory's XattrComparer where the caller has one."""
+        ``comparer``: the directory's XattrComparer where the caller has
+        one; ``since``: what _since_previous said, where the caller asked."""
         if prev_fd is not None:
-            if comparer is False:
-                comparer = self._comparer(src_fd, prev_fd)
-            since = self._since_previous(src_fd, prev_fd, dst_fd, name, st, comparer)
+            if since is None:
+                if comparer is False:
+                    comparer = self._comparer(src_fd, prev_fd)
+                since = self._since_previous(src_fd, prev_fd, dst_fd, name, st, comparer)
             if since is _LINKED:
                 self.stats['linked'] += 1
                 self.stats['bytes_linked'] += st.st_size
