@@ -22,6 +22,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: a test's speed is never asserted (the unit tests that touch a
+# directory can take 0.5 s on a loaded machine; Hypothesis would call that a failure).
+settings.register_profile('fslinks', deadline=None)
+settings.load_profile('fslinks')
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

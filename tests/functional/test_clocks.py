@@ -115,7 +115,8 @@ def test_list_check_and_metrics_report_future_dated(ext4, workdir, capsys):
     assert os.path.basename(res['snapshot']) == ahead + '-2'    # named after it, created now
     ok, message = _jobs.check_job(cfg, now=now.timestamp() + 60)
     assert ok, message
-    assert message.splitlines()[0] == 'job data: newest snapshot %s is 1m00s old' % (ahead + '-2')
+    # (the line goes on with the free space of the root: '; 213.1M of 229.9M free')
+    assert message.splitlines()[0].startswith('job data: newest snapshot %s is 1m00s old;' % (ahead + '-2'))
     assert 'warning: 1 snapshot(s) dated in the future' in message.splitlines()[1]
     prom = (work / 'metrics' / 'fslinks_snapshot_data.prom').read_text()
     assert 'fslinks_snapshot_future_dated{job="data"} 1\n' in prom
