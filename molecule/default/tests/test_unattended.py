@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 
 import pytest
@@ -16,8 +17,10 @@ CLI = '/usr/local/bin/fslinks-snapshot'
 METRICS_DIR = '/var/lib/node_exporter/textfile_collector'
 # The words converge.yml gives the before hook of job `data`, as the hook must receive them.
 HOOK_ARGS = ['a b', '$HOME', '100%', ';', 'quote"d', "it's", 'back\\slash', 'two\nlines']
-# Jobs forced to a method on systemd hosts, besides `data` (auto: reflink on XFS, btrfs on btrfs).
+# Jobs forced to a method on xfs-host, besides `data` (auto: reflink on XFS, btrfs on btrfs).
 METHOD_JOBS = {'links': 'hardlink', 'copies': 'copy'}
+# Hosts with the job whose before hook fails: one per scheduler.
+BROKEN = ('ext4-host', 'xfs-host')
 AUTO = {'xfs-host': 'reflink', 'btrfs-host': 'btrfs'}
 # systemd-analyze security's exposure of the sandboxed service must stay at most this (10 is
 # no sandbox at all; docs/security.md has the figures).
@@ -81,6 +84,8 @@ def test_hooks_receive_their_words_and_the_result(host, name):
 
 
 def test_a_failing_before_hook_aborts_the_run(host, name):
+    if name not in BROKEN:
+        pytest.skip('the failing job runs on %s' % ' and '.join(BROKEN))
     host.run('rm -f /var/tmp/hook-broken-after.json /var/tmp/notice-broken')
     result = start(host, name, 'broken')
     assert result.rc != 0
@@ -98,6 +103,8 @@ def test_a_failing_before_hook_aborts_the_run(host, name):
 
 def test_a_failed_run_sends_a_notice(host, name):
     """The notice command (snapshot_jobs_notify_command) got the notice of the run above."""
+    if name not in BROKEN:
+        pytest.skip('the failing job runs on %s' % ' and '.join(BROKEN))
     notice = host.file('/var/tmp/notice-broken')
     for _ in range(50):                    # systemd starts the OnFailure= unit after the failure
         if notice.exists and 'no snapshot made' in notice.content_string:
@@ -116,6 +123,8 @@ def test_a_failed_run_sends_a_notice(host, name):
 @pytest.mark.parametrize('job', ['data'] + sorted(METHOD_JOBS))
 def test_every_method_runs_in_the_sandbox(host, name, job):
     systemd_only(name)
+    if job in METHOD_JOBS and name != 'xfs-host':
+        pytest.skip('forced methods run on xfs-host')
     method = METHOD_JOBS.get(job) or AUTO[name]
     prop = host.check_output('systemctl show -p ProtectSystem -p NoNewPrivileges -p PrivateDevices '
                              '-p CapabilityBoundingSet fslinks-snapshot@%s.service' % job)
@@ -163,3 +172,14 @@ def test_node_exporter_serves_our_metrics(host, name):
         assert re.search(r'^node_textfile_mtime_seconds\{file="[^"]*fslinks_snapshot_%s\.prom"\} ' % job, text, re.M)
         assert re.search(r'^fslinks_snapshot_last_run_status\{job="%s"\} %d$' % (job, job != 'broken'), text, re.M)
     host.run('systemctl stop node-exporter-test.service')
+
+
+@pytest.mark.parametrize('key', ['before', 'after'])
+def test_job_configs_take_no_hooks(host, key):
+    """Hooks come from Ansible only: a job config naming a command is refused (docs/security.md)."""
+    cfg = json.loads(host.file('/etc/fslinks-snapshots/data.json').content_string)
+    cfg[key] = [['/bin/sh', '-c', 'id > /tmp/pwned']]
+    host.check_output('echo %s > /tmp/hooked.json' % shlex.quote(json.dumps(cfg)))
+    result = host.run('%s validate /tmp/hooked.json' % CLI)
+    assert result.rc == 64
+    assert "unknown key '%s'" % key in result.stderr
