@@ -106,7 +106,7 @@ def test_a_failed_run_sends_a_notice(host, name):
     if name not in BROKEN:
         pytest.skip('the failing job runs on %s' % ' and '.join(BROKEN))
     notice = host.file('/var/tmp/notice-broken')
-    for _ in range(50):                    # systemd starts the OnFailure= unit after the failure
+    for _attempt in range(50):             # systemd starts the OnFailure= unit after the failure
         if notice.exists and 'no snapshot made' in notice.content_string:
             break
         time.sleep(0.2)
@@ -160,7 +160,7 @@ def test_node_exporter_serves_our_metrics(host, name):
                       '--collector.textfile.directory=%s' % METRICS_DIR)
     fetch = ("python3 -c 'import urllib.request; "
              "print(urllib.request.urlopen(\"http://127.0.0.1:9100/metrics\").read().decode())'")
-    for _ in range(50):
+    for _attempt in range(50):
         result = host.run(fetch)
         if result.rc == 0:
             break
