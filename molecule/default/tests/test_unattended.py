@@ -20,8 +20,10 @@ HOOK_ARGS = ['a b', '$HOME', '100%', ';', 'quote"d', "it's", 'back\\slash', 'two
 # The job forced to a method on xfs-host, besides `data` (auto: reflink on XFS, btrfs on btrfs).
 # Its first snapshot, by the service, copies every file: the copy method's work.
 METHOD_JOBS = {'links': 'hardlink'}
-# Hosts with the job whose before hook fails: one per scheduler.
-BROKEN = ('ext4-host', 'btrfs-host')
+# While this file exists, the second before hook of `data` fails (converge.yml).
+FAIL_SWITCH = '/var/tmp/fslinks-fail-next-run'
+NOTICE = '/var/tmp/notice-data'
+NODE_EXPORTER_HOST = 'btrfs-host'
 AUTO = {'xfs-host': 'reflink', 'btrfs-host': 'btrfs'}
 # systemd-analyze security's exposure of the sandboxed service must stay at most this (10 is
 # no sandbox at all; docs/security.md has the figures).
@@ -82,31 +84,37 @@ def test_hooks_receive_their_words_and_the_result(host, name):
     assert (after['result'], after['job']) == ('success', 'data')
     assert snapshots(host, 'data')[-1]['name'] != newest
     assert metric(host, 'data', 'last_run_status') == 1
+    assert not host.file(NOTICE).exists                         # successes send no notice
 
 
 def test_a_failing_before_hook_aborts_the_run(host, name):
-    if name not in BROKEN:
-        pytest.skip('the failing job runs on %s' % ' and '.join(BROKEN))
-    host.run('rm -f /var/tmp/hook-broken-after.json /var/tmp/notice-broken')
-    result = start(host, name, 'broken')
+    """converge.yml's second before hook of `data` fails while FAIL_SWITCH exists."""
+    newest = snapshots(host, 'data')[-1]['name']
+    last_success = metric(host, 'data', 'last_success_timestamp_seconds')
+    host.run('rm -f /var/tmp/hook-after.json %s' % NOTICE)
+    host.check_output('touch %s' % FAIL_SWITCH)
+    try:
+        result = start(host, name, 'data')
+    finally:
+        host.check_output('rm -f %s' % FAIL_SWITCH)
     assert result.rc != 0
-    assert snapshots(host, 'broken') == []                     # nothing published
-    assert metric(host, 'broken', 'last_run_status') == 0
-    assert metric(host, 'broken', 'last_success_timestamp_seconds') == 0
-    after = read_json(host, '/var/tmp/hook-broken-after.json')
-    assert (after['result'], after['job']) == ('failure', 'broken')
-    assert host.run('%s check broken' % CLI).rc == 2
+    assert snapshots(host, 'data')[-1]['name'] == newest        # nothing published
+    assert metric(host, 'data', 'last_run_status') == 0
+    assert metric(host, 'data', 'last_success_timestamp_seconds') == last_success
+    after = read_json(host, '/var/tmp/hook-after.json')        # after hooks run all the same
+    assert (after['result'], after['job']) == ('failure', 'data')
     if INIT[name] == 'cron':
         # What cron mails to MAILTO: the hook's output and why nothing was made.
         assert 'nothing to freeze here' in result.stdout
         assert 'before hook /bin/sh failed (exit 3); no snapshot made' in result.stdout
+    if name == NODE_EXPORTER_HOST:
+        scraped = scrape(host)          # a failed run's metrics parse too
+        assert re.search(r'^fslinks_snapshot_last_run_status\{job="data"\} 0$', scraped, re.M), scraped
 
 
 def test_a_failed_run_sends_a_notice(host, name):
     """The notice command (snapshot_jobs_notify_command) got the notice of the run above."""
-    if name not in BROKEN:
-        pytest.skip('the failing job runs on %s' % ' and '.join(BROKEN))
-    notice = host.file('/var/tmp/notice-broken')
+    notice = host.file(NOTICE)
     for _attempt in range(50):             # systemd starts the OnFailure= unit after the failure
         if notice.exists and 'no snapshot made' in notice.content_string:
             break
@@ -114,9 +122,8 @@ def test_a_failed_run_sends_a_notice(host, name):
     text = notice.content_string
     assert 'before hook /bin/sh failed (exit 3); no snapshot made' in text, text
     if INIT[name] == 'systemd':
-        assert 'fslinks-snapshot@broken.service' in text            # the status and journal of the run
-        assert host.run('systemctl is-failed fslinks-snapshot-notify@broken.service').stdout.strip() != 'failed'
-    assert not host.file('/var/tmp/notice-data').exists             # successes send nothing
+        assert 'fslinks-snapshot@data.service' in text              # the status and journal of the run
+        assert host.run('systemctl is-failed fslinks-snapshot-notify@data.service').stdout.strip() != 'failed'
 
 
 # --- the sandboxed service -------------------------------------------------------------------
@@ -152,13 +159,13 @@ def test_sandbox_exposure(host, name):
 
 # --- metrics through node_exporter -----------------------------------------------------------
 
-def test_node_exporter_serves_our_metrics(host, name):
-    if name != 'btrfs-host':
-        pytest.skip('node_exporter runs on btrfs-host')
-    host.run('systemctl stop node-exporter-test.service')
-    host.check_output('systemd-run --unit node-exporter-test /usr/local/bin/prometheus-node-exporter '
-                      '--web.listen-address=127.0.0.1:9100 --collector.disable-defaults --collector.textfile '
-                      '--collector.textfile.directory=%s' % METRICS_DIR)
+def scrape(host):
+    """node_exporter's /metrics (started once per host: a systemd transient unit), checked for
+    textfile errors."""
+    if host.run('systemctl is-active node-exporter-test.service').rc != 0:
+        host.check_output('systemd-run --unit node-exporter-test /usr/local/bin/prometheus-node-exporter '
+                          '--web.listen-address=127.0.0.1:9100 --collector.disable-defaults --collector.textfile '
+                          '--collector.textfile.directory=%s' % METRICS_DIR)
     fetch = ("python3 -c 'import urllib.request; "
              "print(urllib.request.urlopen(\"http://127.0.0.1:9100/metrics\").read().decode())'")
     for _attempt in range(50):
@@ -169,9 +176,16 @@ def test_node_exporter_serves_our_metrics(host, name):
     assert result.rc == 0, result.stderr
     text = result.stdout
     assert re.search(r'^node_textfile_scrape_error 0$', text, re.M), text
-    for job, status in (('data', 1), ('broken', 0)):
-        assert re.search(r'^node_textfile_mtime_seconds\{file="[^"]*fslinks_snapshot_%s\.prom"\} ' % job, text, re.M)
-        assert re.search(r'^fslinks_snapshot_last_run_status\{job="%s"\} %d$' % (job, status), text, re.M)
+    assert re.search(r'^node_textfile_mtime_seconds\{file="[^"]*fslinks_snapshot_data\.prom"\} ', text, re.M), text
+    return text
+
+
+def test_node_exporter_serves_our_metrics(host, name):
+    if name != NODE_EXPORTER_HOST:
+        pytest.skip('node_exporter runs on %s' % NODE_EXPORTER_HOST)
+    text = scrape(host)
+    assert re.search(r'^fslinks_snapshot_last_run_status\{job="data"\} 1$', text, re.M), text
+    assert re.search(r'^fslinks_snapshot_snapshots_kept\{job="data"\} 3$', text, re.M), text
     host.run('systemctl stop node-exporter-test.service')
 
 
