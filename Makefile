@@ -12,11 +12,11 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: help setup test pytest sanity build-check molecule demo lint changelog-lint clean bench bench-ab bench-profile fleet
-.PHONY: docs docs-lint
+.PHONY: docs docs-lint alert-rules
 
 help:
 	@echo "make setup        system packages, .venv, .collections symlink (idempotent)"
-	@echo "make test         pytest, sanity, pyversions, build-check, molecule, lint, docs-lint (what CI runs)"
+	@echo "make test         pytest, sanity, pyversions, build-check, molecule, lint, docs-lint, alert-rules (what CI runs)"
 	@echo "make pytest       only the pytest suite (PYTEST_ARGS='-k xfs -x' to narrow it)"
 	@echo "make sanity       only ansible-test sanity (offline, on a copy of the tree)"
 	@echo "make pyversions   what runs on hosts (engine, modules, CLI) needs no Python newer than 3.8"
@@ -25,6 +25,7 @@ help:
 	@echo "                  (MOLECULE_SCENARIOS='modules' to pick; scripts/molecule.sh SCENARIO CMD)"
 	@echo "make demo         scripts/demo.sh"
 	@echo "make lint         ansible-lint (once roles/ exists)"
+	@echo "make alert-rules  promtool check and unit tests of the role's Prometheus alert rules (part of make test)"
 	@echo "make docs-lint    antsibull-docs lint of the modules' and the role's docs (part of make test)"
 	@echo "make docs         HTML docs site (antsibull-docs + Sphinx, offline) -> tests/output/docs/build/html"
 	@echo "make bench        benchmark vs rsync/cp/btrfs (root, ~30 min; BENCH_ARGS=...) -> docs/benchmarks.md"
@@ -47,6 +48,7 @@ test: setup
 	$(MAKE) --no-print-directory molecule || rc=1; \
 	$(MAKE) --no-print-directory lint || rc=1; \
 	$(MAKE) --no-print-directory docs-lint || rc=1; \
+	$(MAKE) --no-print-directory alert-rules || rc=1; \
 	if ((rc)); then echo "make test: FAILED (see above)" >&2; fi; \
 	exit $$rc
 
@@ -123,6 +125,10 @@ docs-lint: setup
 
 docs: setup
 	scripts/docs.sh
+
+# The role's Prometheus alert rules: promtool check rules and the unit tests in tests/prometheus/.
+alert-rules: setup
+	scripts/alert-rules.sh
 
 changelog-lint: setup
 	antsibull-changelog lint

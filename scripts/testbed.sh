@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Container test bed for the Molecule scenarios (molecule/), offline and idempotent:
-#   1. docker.io and debootstrap from Debian's packages (only what is missing),
+#   1. docker.io, debootstrap and prometheus-node-exporter from Debian's packages (only what is missing),
 #   2. a Docker daemon (an already running one is left alone),
 #   3. the base images, built from Debian packages with debootstrap + `docker import` (no
 #      registry), one per Debian suite and kind, tagged fslinks-debian:SUITE-KIND: KIND systemd
@@ -50,7 +50,9 @@ flock 9
 # --- 1. packages ---------------------------------------------------------------------------
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-ensure_packages testbed docker.io debootstrap debian-archive-keyring iptables xfsprogs btrfs-progs e2fsprogs util-linux
+# prometheus-node-exporter: molecule/default copies its binary into a container and scrapes it.
+ensure_packages testbed docker.io debootstrap debian-archive-keyring iptables xfsprogs btrfs-progs e2fsprogs util-linux \
+    prometheus-node-exporter
 
 # --- 2. Docker daemon ----------------------------------------------------------------------
 docker_ok() { docker info >/dev/null 2>&1; }

@@ -391,6 +391,10 @@ def _parser():
     versions.add_argument('--json', action='store_true', help='one JSON document instead of a table')
     validate = sub.add_parser('validate', help='validate a job config file (used before deploying it)')
     validate.add_argument('file')
+    failed = sub.add_parser('record-failure', help="record a failed run of a job in its metrics and the log "
+                                                   "(the role's hooks: a before hook failed, so no run was made)")
+    failed.add_argument('job')
+    failed.add_argument('message')
     rst = sub.add_parser('restore', help='put a snapshot, or one path of it, back (into the live tree or under --to)')
     rst.add_argument('job')
     rst.add_argument('path', nargs='?', help="a path inside the tree, or an absolute path inside the job's src "
@@ -441,6 +445,10 @@ def _command(args, where):
         log(summary(cfg, result))
         if result['stats'].get('skipped'):
             return EX_WARN
+    elif args.command == 'record-failure':
+        # The run never started, so this is what tells the metrics (last_run_status 0).
+        _metrics_or_warn(cfg, None, time.time(), args.message)
+        log('job %s: %s' % (cfg['name'], display(args.message)), error=True)
     elif args.command == 'init':
         init_job(cfg)
         _out('job %s: snapshot root %s ready' % (cfg['name'], cfg['dest']))

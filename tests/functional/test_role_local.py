@@ -49,7 +49,9 @@ def test_deploy_run_remove(xfs, workdir):
     src = w / 'src'
     src.mkdir()
     (src / 'file').write_text('data\n')
-    job = {'name': 'data', 'src': str(src), 'dest': str(w / 'snaps'), 'keep': {'last': 2}}
+    job = {'name': 'data', 'src': str(src), 'dest': str(w / 'snaps'), 'keep': {'last': 2},
+           'before': [['touch', str(w / 'before-ran')]],
+           'after': [['sh', '-c', 'echo "$FSLINKS_JOB $FSLINKS_RESULT" > "$0"', str(w / 'after-ran')]]}
 
     dry = apply(w, [job], check=True)
     assert dry.returncode == 0, dry.stdout + dry.stderr
@@ -61,7 +63,8 @@ def test_deploy_run_remove(xfs, workdir):
     assert again.returncode == 0 and changed(again) == 0, again.stdout
 
     cron = (w / 'cron.d' / 'fslinks-snapshot-data').read_text()
-    assert '@hourly root %s' % (w / 'bin' / 'fslinks-snapshot') in cron
+    wrapper = w / 'lib' / 'cron-data'
+    assert '@hourly root %s\n' % wrapper in cron and 'MAILTO=root\n' in cron
     assert json.loads((w / 'etc' / 'data.json').read_text())['max_age'] == 7200
     assert (w / 'snaps' / '.fslinks-snapshot.lock').exists()           # initialized by the role
     engine = Path(__file__).parents[2] / 'plugins' / 'module_utils' / '_snapshot.py'
@@ -72,6 +75,10 @@ def test_deploy_run_remove(xfs, workdir):
     for _round in range(3):
         done = subprocess.run(cli + ['run', 'data'], capture_output=True, text=True, check=False)
         assert done.returncode == 0 and 'by reflink' in done.stdout, done.stderr
+    # What cron runs: the hooks around the run, and no output when all went well (cron mails output).
+    done = subprocess.run([str(wrapper)], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, '', '')
+    assert (w / 'before-ran').exists() and (w / 'after-ran').read_text() == 'data success\n'
     listed = json.loads(subprocess.run(cli + ['list', 'data', '--json'], capture_output=True, text=True,
                                        check=True).stdout)
     assert len(listed) == 2
@@ -79,7 +86,7 @@ def test_deploy_run_remove(xfs, workdir):
 
     gone = apply(w, [dict(job, state='absent')])
     assert gone.returncode == 0, gone.stdout + gone.stderr
-    assert not (w / 'cron.d' / 'fslinks-snapshot-data').exists()
+    assert not (w / 'cron.d' / 'fslinks-snapshot-data').exists() and not wrapper.exists()
     assert not (w / 'etc' / 'data.json').exists()
     assert not (w / 'metrics' / 'fslinks_snapshot_data.prom').exists()
     assert [p['path'] for p in listed] == sorted(str(p) for p in (w / 'snaps').iterdir()

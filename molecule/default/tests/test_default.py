@@ -99,7 +99,11 @@ def test_scheduled(host, name):
         assert host.file('/proc/1/comm').content_string.strip() == 'cron'
         assert cron_file.exists
         assert cron_file.mode == 0o644
-        assert '%s ' % CLI in cron_file.content_string and ' run ' in cron_file.content_string
+        # The entry runs the job's root-owned wrapper (hooks, output only on failure), which runs the CLI.
+        wrapper = host.file('/usr/local/lib/fslinks-snapshots/cron-%s' % JOB)
+        assert ' root %s\n' % wrapper.path in cron_file.content_string
+        assert (wrapper.user, wrapper.mode) == ('root', 0o755)
+        assert '%s ' % CLI in wrapper.content_string and ' run ' in wrapper.content_string
 
 
 def test_list_json_before_any_run(host):
