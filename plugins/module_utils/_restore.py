@@ -165,26 +165,31 @@ def _restore(root, snapshot, path, to, mirror, guard, dry_run, report, job, now)
             raise PermissionDenied('restore: %s: the filesystem is read-only' % where, where, errno.EROFS)
         _check_types(snap_st, point.existing, where)
 
-        plan = _Plan(report if dry_run else None)
-        for made in point.made:
-            plan(made, 'create', None, None)
-        planned = _place(snap_dirs[-1], snap_leaf, snap_st, point, rel, where, from_where, excluder, mirror,
-                         plan, True)
-        result = {'changed': plan.count > 0, 'snapshot': name, 'path': os.fsdecode(b'/'.join(rel)),
-                  'target': where, 'guard_snapshot': None, 'changes': plan.changes, 'changes_total': plan.count}
-        if dry_run or not plan.count:
-            return _summary(result, planned)
         live = to is None or src is not None and (target == src or target.startswith(src.rstrip('/') + '/'))
-        if guard and live and plan.touches_existing:
-            result['guard_snapshot'] = _guard(root, src, job, record, now)['snapshot']
+        result = {'snapshot': name, 'path': os.fsdecode(b'/'.join(rel)), 'target': where, 'guard_snapshot': None}
+        if dry_run or guard and live:
+            # A plan first (the very walk, writing nothing): what a dry run reports, and whether
+            # anything live would be overwritten or deleted, which is when a guard is taken.
+            plan = _Plan(report if dry_run else None)
+            for made in point.made:
+                plan(made, 'create', None, None)
+            planned = _place(snap_dirs[-1], snap_leaf, snap_st, point, rel, where, from_where, excluder, mirror,
+                             plan, True)
+            if dry_run or not plan.count:
+                return _summary(result, planned, plan)
+            if plan.touches_existing:
+                result['guard_snapshot'] = _guard(root, src, job, record, now)['snapshot']
+        done_plan = _Plan(report)
         if point.made:
+            for made in point.made:
+                done_plan(made, 'create', None, None)
             point = _open_target(target, rel, snap_dirs, False, fds)
         done = _place(snap_dirs[-1], snap_leaf, snap_st, point, rel, where, from_where, excluder, mirror,
-                      report, False)
+                      done_plan, False)
         for target_fd, snap_fd in point.settle:
             snap = os.fstat(snap_fd)
             os.utime(target_fd, ns=(snap.st_atime_ns, snap.st_mtime_ns))
-        return _summary(result, done)
+        return _summary(result, done, done_plan)
     finally:
         for fd in reversed(fds):
             os.close(fd)
@@ -204,10 +209,12 @@ def _place(snap_parent, snap_leaf, snap_st, point, rel, where, from_where, exclu
                  fs_fd=point.fs_fd, dry_run=plan_only, report=report, excluder=excluder, mirror=mirror)
 
 
-def _summary(result, tree):
+def _summary(result, tree, plan):
+    """The result of a walk (or of its plan) and of the changes it reported."""
     stats = tree.stats
     deleted = getattr(tree, 'deleted', 0)
-    result.update(restored=tree.changes - deleted, deleted=deleted, stats=stats,
+    result.update(changed=plan.count > 0, changes=plan.changes, changes_total=plan.count,
+                  restored=tree.changes - deleted, deleted=deleted, stats=stats,
                   method='copy' if stats['copied'] else 'reflink' if stats['reflinked'] else 'none')
     return result
 

@@ -165,6 +165,11 @@ def test_restore_to_another_directory_and_an_absolute_live_path(xfs, workdir):
     whole = restore(str(root), to=str(work / 'copy'))
     assert_same_tree(snap, work / 'copy')
     assert whole['guard_snapshot'] is None
+    # Without a plan (no guard to decide on), a second identical restore still changes nothing.
+    again = restore(str(root), to=str(work / 'copy'), mirror=True)
+    assert not again['changed'] and again['changes'] == [] and again['restored'] == 0, again['changes']
+    live_again = restore(str(root), path='hard', guard=False)
+    assert live_again['changed'] and restore(str(root), path='hard', guard=False)['changed'] is False
 
 
 def test_missing_parents_are_planned_then_made_as_in_the_snapshot(xfs, workdir):
