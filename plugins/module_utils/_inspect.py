@@ -489,13 +489,14 @@ def _diff_fds(root_a, root_b, excluder_a, excluder_b, one_fs):
                 items = iter(_pairs(dfa, dfb, rel, excluder_a, excluder_b))
                 stack[-1] = (dfa, dfb, rel, items)
             for name, ea, eb in items:
+                if ea is None or eb is None:
+                    path = join(rel, name)
+                    if eb is None:
+                        out.subtree('deleted', dfa, name, ea, path, excluder_a)
+                    else:
+                        out.subtree('added', dfb, name, eb, path, excluder_b)
+                    continue
                 path = join(rel, name)
-                if eb is None:
-                    out.subtree('deleted', dfa, name, ea, path, excluder_a)
-                    continue
-                if ea is None:
-                    out.subtree('added', dfb, name, eb, path, excluder_b)
-                    continue
                 if stat.S_IFMT(ea.st_mode) != stat.S_IFMT(eb.st_mode):
                     out.subtree('deleted', dfa, name, ea, path, excluder_a)
                     out.subtree('added', dfb, name, eb, path, excluder_b)
@@ -536,15 +537,39 @@ def _diff_fds(root_a, root_b, excluder_a, excluder_b, one_fs):
 
 
 def _pairs(dfa, dfb, rel, excluder_a, excluder_b):
-    """(name, lstat in a or None, lstat in b or None), sorted by name."""
+    """(name, lstat in a or None, lstat in b or None), sorted by name, less
+    the names that are one inode in both (hard-link snapshots: most of
+    them), known from readdir's inode numbers without an lstat; only where
+    both directories are on one device (btrfs snapshots are each a device
+    of their own, with the same inode numbers for different files)."""
     def listing(dfd, excluder):
         out = {}
-        for name, st in _entries(dfd):
-            if not (excluder and excluder.excluded(join(rel, name), name, stat.S_ISDIR(st.st_mode))):
-                out[name] = st
+        with os.scandir(dfd) as it:
+            for entry in it:
+                name = os.fsencode(entry.name)
+                if excluder and excluder.excluded(join(rel, name), name, entry.is_dir(follow_symlinks=False)):
+                    continue
+                out[name] = entry
         return out
+
+    def lstat_of(entry):
+        try:
+            return entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            return None         # removed since readdir (a live tree): left out
+
     a, b = listing(dfa, excluder_a), listing(dfb, excluder_b)
-    return [(n, a.get(n), b.get(n)) for n in sorted(set(a) | set(b))]
+    one_device = os.fstat(dfa).st_dev == os.fstat(dfb).st_dev
+    out = []
+    for name in sorted(set(a) | set(b)):
+        ea, eb = a.get(name), b.get(name)
+        if one_device and ea is not None and eb is not None and ea.inode() == eb.inode():
+            continue
+        sa = lstat_of(ea) if ea is not None else None
+        sb = lstat_of(eb) if eb is not None else None
+        if sa is not None or sb is not None:
+            out.append((name, sa, sb))
+    return out
 
 
 # ---------------------------------------------------------------- versions
