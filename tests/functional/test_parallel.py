@@ -223,7 +223,7 @@ def test_fds_beyond_the_open_file_limit_are_closed_not_leaked():
             os._exit(0)
     os.close(w)
     theirs.close()
-    fds = [os.open('/dev/null', os.O_RDONLY) for _ in range(3)]
+    fds = [os.open('/dev/null', os.O_RDONLY) for _i in range(3)]
     try:
         _parallel._send(mine, ('job', b'deep'), fds)
         with os.fdopen(r, 'rb') as f:

@@ -177,8 +177,8 @@ def test_missing_parents_are_planned_then_made_as_in_the_snapshot(xfs, workdir):
     src, root, snap, _before = _snapshot_then_mess_up(work)
     shutil.rmtree(src / 'readonly-dir')
     plan = restore(str(root), path='readonly-dir/file', dry_run=True)
-    assert [(c['path'], c['action']) for c in plan['changes']] == [('readonly-dir', 'create'),
-                                                                    ('readonly-dir/file', 'reflink')]
+    planned = [(c['path'], c['action']) for c in plan['changes']]
+    assert planned == [('readonly-dir', 'create'), ('readonly-dir/file', 'reflink')]
     assert not (src / 'readonly-dir').exists()
     done = restore(str(root), path='readonly-dir/file')
     assert done['restored'] == 1 and done['guard_snapshot'] is None     # nothing live was overwritten

@@ -17,6 +17,7 @@ from helpers.trees import copy_reference
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
 
+
 def cli(w, *args):
     return processes.cli(w / 'etc', *args)
 
