@@ -12,7 +12,10 @@ import time
 
 import pytest
 
-INIT = {'ext4-host': 'cron', 'xfs-host': 'systemd', 'btrfs-host': 'systemd'}
+# As molecule.yml boots them (bullseye and trixie hold their data in a folder of the ext4 and
+# XFS disks).
+INIT = {'ext4-host': 'cron', 'xfs-host': 'systemd', 'btrfs-host': 'systemd', 'bullseye-host': 'cron',
+        'trixie-host': 'systemd'}
 CLI = '/usr/local/bin/fslinks-snapshot'
 METRICS_DIR = '/var/lib/node_exporter/textfile_collector'
 # The words converge.yml gives the before hook of job `data`, as the hook must receive them.
@@ -24,7 +27,7 @@ METHOD_JOBS = {'links': 'hardlink'}
 FAIL_SWITCH = '/var/tmp/fslinks-fail-next-run'
 NOTICE = '/var/tmp/notice-data'
 NODE_EXPORTER_HOST = 'btrfs-host'
-AUTO = {'xfs-host': 'reflink', 'btrfs-host': 'btrfs'}
+AUTO = {'xfs-host': 'reflink', 'btrfs-host': 'btrfs', 'trixie-host': 'reflink'}
 # systemd-analyze security's exposure of the sandboxed service must stay at most this (10 is
 # no sandbox at all; docs/security.md has the figures).
 MAX_EXPOSURE = 2.0
