@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from helpers.oracles import (
-    check_hostile_copy, extents_equal, filefrag_shared, rsync_diff, same_content, shared_bytes, state, temp_leftovers,
+    check_hostile_copy, extents_equal, filefrag_shared, regular_files, rsync_diff, same_content, shared_bytes, state,
+    temp_leftovers,
 )
 from helpers.processes import engine_as_nobody
 from helpers.trees import NS, data, make_hostile_tree, write
@@ -50,16 +51,6 @@ def small_tree(root, sizes=(1 << 20, 70_000, 5000, 0)):
         rels.append(rel)
     os.symlink('f0', os.path.join(root, 'link'))
     return rels
-
-
-def files_under(root):
-    out = []
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            p = os.path.join(dirpath, name)
-            if os.path.isfile(p) and not os.path.islink(p):
-                out.append(os.path.relpath(p, root))
-    return sorted(out)
 
 
 # ---------------------------------------------------------------- 1. reflink
@@ -97,7 +88,7 @@ def test_reflink_tree_shares_every_file(cowfs, workdir):
     assert res['changed'] is True and res['method'] == 'reflink'
     assert res['bytes_cloned'] == sum(sizes) and res['bytes_copied'] == 0
     assert res['files'] == len(sizes)
-    assert files_under(w / 'dest') == sorted(rels)
+    assert regular_files(w / 'dest') == sorted(os.fsencode(r) for r in rels)
     for rel in rels:
         assert extents_equal(w / 'src' / rel, w / 'dest' / rel), rel
     assert filefrag_shared(w / 'dest' / rels[0])
@@ -281,7 +272,7 @@ def test_second_run_changes_nothing(request, workdir, fsname, preserve):
         assert second['method'] == 'none'
         assert second['bytes_cloned'] == 0 and second['bytes_copied'] == 0
         assert state(w / (name + '.copy')) == before, 'second run rewrote dest'
-    assert files_under(w / 'tree.copy') == sorted(rels)
+    assert regular_files(w / 'tree.copy') == sorted(os.fsencode(r) for r in rels)
 
 
 @pytest.mark.parametrize('fsname', ['xfs', 'btrfs', 'ext4'])
@@ -304,12 +295,12 @@ def test_metadata_only_change_fixes_in_place(request, workdir, fsname):
     # Same for a tree: a file's and a directory's mode.
     small_tree(w / 'tree')
     reflink_copy(str(w / 'tree'), str(w / 'tree.copy'))
-    inodes = {r: os.lstat(w / 'tree.copy' / r).st_ino for r in files_under(w / 'tree.copy')}
+    inodes = {r: os.lstat(w / 'tree.copy' / os.fsdecode(r)).st_ino for r in regular_files(w / 'tree.copy')}
     os.chmod(w / 'tree' / 'sub', 0o750)
     os.chmod(w / 'tree' / 'f0', 0o604)
     res = reflink_copy(str(w / 'tree'), str(w / 'tree.copy'))
     assert res['changed'] is True and res['method'] == 'none'
-    assert {r: os.lstat(w / 'tree.copy' / r).st_ino for r in inodes} == inodes
+    assert {r: os.lstat(w / 'tree.copy' / os.fsdecode(r)).st_ino for r in inodes} == inodes
     assert rsync_diff(w / 'tree', w / 'tree.copy') == []
 
 
