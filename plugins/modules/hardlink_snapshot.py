@@ -159,7 +159,7 @@ options:
     description:
       - A remote O(src) only. known_hosts file that holds the host key of its host (C([HOST]:PORT)
         when the port is not 22); none uses ssh's default files. The host key is always checked
-        (C(StrictHostKeyChecking=yes)): an unknown or changed key fails the run.
+        (C(StrictHostKeyChecking=yes)) - an unknown or changed key fails the run.
     type: path
   bwlimit:
     description:
