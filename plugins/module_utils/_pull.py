@@ -101,8 +101,12 @@ def ssh_command(req):
 
 def rsync_argv(req, target, in_place=False, link_dest=None, dry_run=False):
     """rsync's argv for one pull into the directory ``target``."""
-    argv = [RSYNC, '-aHAX', '--numeric-ids', '--delete', '--stats', '--out-format=%i %n',
+    argv = [RSYNC, '-aHAXS', '--numeric-ids', '--delete', '--stats', '--out-format=%i %n',
             '--timeout=%d' % IO_TIMEOUT, '-e', ssh_command(req),
+            # Modification times compared to the nanosecond, not the second: a file rewritten
+            # with its size kept within the second of its last pull is still noticed, and so is
+            # a directory's time (rsync would leave one that is off by less than a second).
+            '--modify-window=-1',
             # XFS shows root its ACLs twice, as system.posix_acl_* (which -A copies) and as
             # trusted.SGI_ACL_*; the client has no such names, so a second pull would delete
             # them and the ACLs with them.  Never send them, never delete them here.

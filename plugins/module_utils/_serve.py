@@ -21,7 +21,7 @@ from ._errors import BadInput
 
 # Option letters of the pulls' -aHAX (and -n, -v, -c, -z a user may add), without L or k;
 # after 'e' comes rsync's protocol capability string ("e.iLsfxCIvu"), not options.
-_SHORT = re.compile(r'\A-[lHogDtpAXrxnvcz]+(?:e\d*\.[A-Za-z]*)?\Z')
+_SHORT = re.compile(r'\A-[lHogDtpAXSrxnvcz]+(?:e\d*\.[A-Za-z]*)?\Z')
 _LONG = re.compile(r'\A--(?:numeric-ids|inplace|(?:bwlimit|timeout|compress-level)=[0-9]+[A-Za-z]?)\Z')
 _WORDS = re.compile(r'(?:[^\s\\]+|\\.[^\s\\]*)+')      # rsync's escaping of the remote command
 _BACKSLASH = re.compile(r'\\(.)')
