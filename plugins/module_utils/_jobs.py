@@ -260,6 +260,15 @@ def render_metrics(job, result, started, duration, error, last_success):
     if known:       # only a snapshot compared with a previous one has them (alert on a mass change)
         rows.append(('changed_files', 'gauge', 'Regular files of the last snapshot against the previous one.',
                      [('{job="%s",how="%s"}' % (job, how), changed[how]) for how in known]))
+    if result is not None:
+        rows.append(('warnings', 'gauge', 'Warnings of the last run (files vanished during a pull, free space below '
+                     'the floor, clock ahead...; the log has them).', [(label, len(result.get('warnings') or []))]))
+    pulled = (result or {}).get('rsync') or {}
+    if pulled:      # a pull: what came over the wire, and what rsync found already there
+        rows.append(('pull_bytes', 'gauge', 'Bytes of the last pull: received over ssh, file data sent whole '
+                     '(literal), file data found in the mirror or previous snapshot (matched).',
+                     [('{job="%s",how="%s"}' % (job, how), pulled.get(key, 0)) for how, key in
+                      (('received', 'received_bytes'), ('literal', 'literal_bytes'), ('matched', 'matched_bytes'))]))
     space = (result or {}).get('space') or {}
     if space.get('size_bytes') is not None:
         rows += [

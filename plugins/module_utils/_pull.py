@@ -51,7 +51,7 @@ Remote = collections.namedtuple('Remote', 'user host path')
 def parse_remote(src):
     """The Remote of ``[USER@]HOST:/PATH``; ValueError with a sentence naming
     what is wrong otherwise."""
-    match = _REMOTE.match(src) if isinstance(src, str) else None
+    match = _REMOTE.match(src) if isinstance(src, str) and not src.startswith('rsync://') else None
     if match is None:
         raise ValueError('src %r is neither an absolute path nor [USER@]HOST:/ABSOLUTE/PATH (rsync daemon '
                          'syntax HOST::MODULE is not supported)' % (src,))

@@ -137,6 +137,22 @@ def test_pull_costs_only_the_changed_blocks(sshd, fs, ext4, workdir):
         assert record['rsync']['matched_bytes'] > 40 << 20
 
 
+def test_same_size_change_within_the_same_second_is_pulled(sshd, ext4, workdir):
+    """rsync's quick check compares sizes and mtimes; the pulls compare mtimes to the nanosecond
+    (--modify-window=-1), so a same-size rewrite within the second of the last pull is seen."""
+    client = workdir(ext4, 'client-') / 'data'
+    client.mkdir()
+    victim = client / 'config'
+    victim.write_text('port=1\n')
+    os.utime(victim, ns=(1_800_000_000_000_000_100, 1_800_000_000_000_000_100))
+    job = _pull_job(sshd, workdir(ext4, 'job-'), client, workdir(ext4, 'backup-') / 'root')
+    _ok(job.run())
+    victim.write_text('port=2\n')
+    os.utime(victim, ns=(1_800_000_000_000_000_900, 1_800_000_000_000_000_900))
+    _ok(job.run())
+    assert (job.dest / snapshots(job.dest)[-1] / 'config').read_text() == 'port=2\n'
+
+
 def test_pull_check_mode_writes_nothing(sshd, xfs, ext4, workdir):
     """Check mode (hardlink_snapshot --check, the module's door) runs rsync --dry-run: the plan's
     counts, no root, no mirror, no snapshot."""
