@@ -207,6 +207,15 @@ EXAMPLES = r"""
     method: hardlink
     keep: {last: 10}
 
+- name: On the backup server, pull web1's /srv/data over ssh (a read-only key; see the role)
+  fslinks.snapshots.hardlink_snapshot:
+    src: root@web1.example.org:/srv/data
+    dest: /backup/web1/data
+    ssh_key: /etc/fslinks-snapshots/id_ed25519
+    ssh_known_hosts: /etc/fslinks-snapshots/known_hosts
+    bwlimit: 20000
+    keep: {daily: 14, weekly: 8}
+
 - name: Only prune
   fslinks.snapshots.hardlink_snapshot:
     src: /srv/data
