@@ -211,8 +211,8 @@ EXAMPLES = r"""
   fslinks.snapshots.hardlink_snapshot:
     src: root@web1.example.org:/srv/data
     dest: /backup/web1/data
-    ssh_key: /etc/fslinks-snapshots/id_ed25519
-    ssh_known_hosts: /etc/fslinks-snapshots/known_hosts
+    ssh_key: /etc/fslinks-snapshots/ssh/id_ed25519
+    ssh_known_hosts: /etc/fslinks-snapshots/ssh/known_hosts
     bwlimit: 20000
     keep: {daily: 14, weekly: 8}
 
