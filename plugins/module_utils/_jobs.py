@@ -233,8 +233,9 @@ def _previous_success(path, job):
     return 0.0
 
 
-def render_metrics(job, result, started, duration, error, last_success):
-    """Prometheus text exposition format (for node_exporter's textfile collector)."""
+def render_metrics(job, result, started, duration, error, last_success, max_age=None):
+    """Prometheus text exposition format (for node_exporter's textfile collector).
+    ``max_age``: the job's, so that an alert can judge staleness per job."""
     stats = (result or {}).get('stats') or {}
     label = '{job="%s"}' % job
     rows = [
@@ -260,6 +261,9 @@ def render_metrics(job, result, started, duration, error, last_success):
     if known:       # only a snapshot compared with a previous one has them (alert on a mass change)
         rows.append(('changed_files', 'gauge', 'Regular files of the last snapshot against the previous one.',
                      [('{job="%s",how="%s"}' % (job, how), changed[how]) for how in known]))
+    if max_age is not None:
+        rows.append(('max_age_seconds', 'gauge', 'Age after which `check` calls the newest snapshot stale (the '
+                     "job's max_age).", [(label, max_age)]))
     if result is not None:
         rows.append(('warnings', 'gauge', 'Warnings of the last run (files vanished during a pull, free space below '
                      'the floor, clock ahead...; the log has them).', [(label, len(result.get('warnings') or []))]))
@@ -315,7 +319,8 @@ def write_metrics(cfg, result, started, duration, error):
             snaps = []          # the root itself is what failed: the run's error says so
         result = {'kept': [s['path'] for s in snaps], 'future_dated': [s['path'] for s in snaps if s['future_dated']],
                   'space': _space_at(cfg)}
-    text = render_metrics(cfg['name'], result, started, duration, error, _previous_success(path, cfg['name']))
+    text = render_metrics(cfg['name'], result, started, duration, error, _previous_success(path, cfg['name']),
+                          cfg.get('max_age'))
     # mkstemp: O_EXCL, so a symlink planted at the temporary name is never followed.
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
     try:
