@@ -258,6 +258,29 @@ def test_killed_pull_publishes_nothing_and_the_next_completes(sshd, kind, ext4, 
     assert not [p for p in job.dest.iterdir() if p.name.endswith('.partial')]
 
 
+def test_files_vanishing_during_a_pull_are_a_warning(sshd, xfs, ext4, workdir):
+    """A file deleted on the client while the pull runs (rsync exit 24) leaves the snapshot
+    without it, published, with a warning in the log, the record and the metrics."""
+    client = workdir(ext4, 'client-') / 'data'
+    client.mkdir()
+    for name in ('f1', 'f2', 'f3'):
+        (client / name).write_bytes(os.urandom(1 << 20))
+    job = _pull_job(sshd, workdir(xfs, 'job-'), client, workdir(xfs, 'backup-') / 'root', bwlimit=1000)
+    run = job.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (job.dest / '.fslinks-mirror' / 'f1').exists():
+        time.sleep(0.05)
+    (client / 'f3').unlink()        # listed already, not sent yet
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, out + err
+    assert 'vanished' in err
+    name = snapshots(job.dest)[-1]
+    assert sorted(p.name for p in (job.dest / name).iterdir()) == ['f1', 'f2']
+    record = _record(job.dest, name)
+    assert record['rsync']['exit'] == 24 and 'vanished' in record['rsync']['warnings'][0]
+    assert job.metric('warnings') == 1 and job.metric('last_run_status') == 1
+
+
 def _used_by(path):
     total = 0
     for dirpath, _dirs, files in os.walk(path):
