@@ -153,6 +153,32 @@ def test_same_size_change_within_the_same_second_is_pulled(sshd, ext4, workdir):
     assert (job.dest / snapshots(job.dest)[-1] / 'config').read_text() == 'port=2\n'
 
 
+@pytest.mark.parametrize('method', ['hardlink', 'copy', 'reflink', 'btrfs'])
+def test_forced_pull_methods(sshd, method, xfs, ext4, workdir):
+    """A forced method does what it says on a root that can do it (hardlink and copy on XFS:
+    unchanged files linked or copied anew), and fails before writing where it cannot (btrfs on
+    XFS, reflink on ext4)."""
+    client = workdir(ext4, 'client-') / 'data'
+    client.mkdir()
+    (client / 'same').write_bytes(os.urandom(10000))
+    on = ext4 if method == 'reflink' else xfs
+    job = _pull_job(sshd, workdir(on, 'job-'), client, workdir(on, 'backup-') / 'root', method=method)
+    if method in ('btrfs', 'reflink'):
+        failed = job.run()
+        assert failed.returncode == 1 and 'method %s' % method in failed.stderr, failed.stderr
+        assert snapshots(job.dest) == [] and not (job.dest / '.fslinks-mirror').exists()
+        return
+    _ok(job.run())
+    time.sleep(1.1)
+    (client / 'new').write_text('new\n')
+    _ok(job.run())
+    first, second = snapshots(job.dest)
+    assert oracles.rsync_diff(client, job.dest / second) == []
+    same = [os.stat(job.dest / n / 'same').st_ino for n in (first, second)]
+    assert (same[0] == same[1]) == (method == 'hardlink')
+    assert _record(job.dest, second)['method'] == method
+
+
 def test_pull_check_mode_writes_nothing(sshd, xfs, ext4, workdir):
     """Check mode (hardlink_snapshot --check, the module's door) runs rsync --dry-run: the plan's
     counts, no root, no mirror, no snapshot."""
