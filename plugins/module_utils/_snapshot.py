@@ -349,6 +349,11 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+def iso_time(seconds):
+    """ISO 8601 UTC of a time.time() value, as records write it."""
+    return _iso(datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc))
+
+
 def _iso(when):
     """ISO 8601 UTC, to the second (a naive datetime is taken to be UTC)."""
     if when.tzinfo is not None:

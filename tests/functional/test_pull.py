@@ -212,7 +212,7 @@ def test_unreachable_client_fails_clearly_and_publishes_nothing(sshd, tmp_path, 
     (client / 'a').write_text('a\n')
     own = Sshd(tmp_path / 'own-sshd').start()
     try:
-        job = _pull_job(own, workdir(xfs, 'job-'), client, workdir(xfs, 'backup-') / 'root', max_age=1)
+        job = _pull_job(own, workdir(xfs, 'job-'), client, workdir(xfs, 'backup-') / 'root')
         _ok(job.run())
         own.stop()
         time.sleep(1.5)
@@ -224,11 +224,14 @@ def test_unreachable_client_fails_clearly_and_publishes_nothing(sshd, tmp_path, 
         assert sorted(p.name for p in job.dest.iterdir() if p.name.endswith('.partial')) == []
         assert (job.dest / '.fslinks-mirror' / 'a').read_text() == 'a\n'
         assert job.metric('last_run_status') == 0
-        stale = cli(job.etc, 'check', job.name)
-        assert stale.returncode == 2, stale.stdout
+        warned = cli(job.etc, 'check', job.name)      # the newest is fresh, the last run failed
+        assert warned.returncode == 3, warned.stdout
+        assert 'warning: job data: the last run (started ' in warned.stdout
+        assert 'failed: pull from root@127.0.0.1:%s failed: rsync exited' % client in warned.stdout
         own.start()
         _ok(job.run())
         assert len(snapshots(job.dest)) == 2
+        _ok(cli(job.etc, 'check', job.name))
     finally:
         own.stop()
 
