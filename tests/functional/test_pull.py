@@ -17,7 +17,7 @@ import pytest
 
 from helpers import loopfs, oracles, trees
 from helpers.processes import Job, cli
-from helpers.snapshots import snapshots
+from helpers.snapshots import leftovers, snapshots
 from helpers.sshd import Sshd
 
 METHOD = {'ext4': 'hardlink', 'xfs': 'reflink', 'btrfs': 'btrfs'}
@@ -88,6 +88,7 @@ def test_pull_is_an_exact_copy_over_several_pulls(sshd, fs, ext4, workdir):
     _ok(cli(job.etc, 'check', job.name))
     assert job.metric('last_run_status') == 1
     assert job.listed() == names
+    assert leftovers(job.dest) == []
 
 
 def test_pull_costs_only_the_changed_blocks(sshd, fs, ext4, workdir):
