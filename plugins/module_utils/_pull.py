@@ -99,9 +99,16 @@ def ssh_command(req):
     return ' '.join(_quote(a) for a in argv)
 
 
-def rsync_argv(req, target, in_place=False, link_dest=None, dry_run=False):
-    """rsync's argv for one pull into the directory ``target``."""
-    argv = [RSYNC, '-aHAXS', '--numeric-ids', '--delete', '--stats', '--out-format=%i %n',
+def rsync_argv(req, target, in_place=False, link_dest=None, dry_run=False, sparse=True):
+    """rsync's argv for one pull into the directory ``target``.
+
+    ``sparse`` (-S) only where no snapshot shares the blocks written into:
+    with --inplace, rsync punches a hole wherever a run of zero bytes starts
+    or ends a block it keeps, down to one byte, and each such punch unshares
+    a whole filesystem block from the snapshots (measured: a chain 3.7x the
+    data sent).  So the mirror is sparse as its first pull wrote it; what
+    later pulls write into it is stored dense."""
+    argv = [RSYNC, '-aHAXS' if sparse else '-aHAX', '--numeric-ids', '--delete', '--stats', '--out-format=%i %n',
             '--timeout=%d' % IO_TIMEOUT, '-e', ssh_command(req),
             # Modification times compared to the nanosecond, not the second: a file rewritten
             # with its size kept within the second of its last pull is still noticed, and so is

@@ -782,8 +782,9 @@ def _make_pulled(req, dest_fd, existing, name, dry_run, result, about, lock_fd):
     result['method'], result['reason'] = method, reason
     prev_record = (read_record(dest_fd, existing[-1]) or {}) if existing else None
     link_dest = os.path.join(req.dest, existing[-1]) if method == 'hardlink' and existing else None
-    argv = _pull.rsync_argv(req, _pull_target(req, method, name), in_place=method in ('btrfs', 'reflink'),
-                            link_dest=link_dest, dry_run=dry_run)
+    in_place = method in ('btrfs', 'reflink')
+    argv = _pull.rsync_argv(req, _pull_target(req, method, name), in_place=in_place, link_dest=link_dest,
+                            dry_run=dry_run, sparse=not (in_place and existing))
     if dry_run:
         done = _pull.transfer(argv)
         warnings = _pull.check_exit(req.remote, done, req.on_error, req.src)

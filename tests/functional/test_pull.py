@@ -98,7 +98,10 @@ def test_pull_costs_only_the_changed_blocks(sshd, fs, ext4, workdir):
     client = workdir(ext4, 'client-') / 'data'
     (client / 'small').mkdir(parents=True)
     big = client / 'image.raw'
-    big.write_bytes(os.urandom(48 << 20))
+    # One byte in eight zero: rsync -S with --inplace would punch a hole at each zero run that
+    # starts or ends a block it keeps, unsharing a filesystem block from the snapshot each time.
+    zeros = bytes.maketrans(bytes(range(0, 256, 8)), bytes(32))
+    big.write_bytes(os.urandom(48 << 20).translate(zeros))
     for i in range(50):
         (client / 'small' / ('f%02d' % i)).write_bytes(os.urandom(3000))
     kind = loopfs.fstype_of(fs)
@@ -129,10 +132,10 @@ def test_pull_costs_only_the_changed_blocks(sshd, fs, ext4, workdir):
         # used-space figure also holds CoW blocks it reserved ahead and reclaims later.
         chain = json.loads(_ok(cli(job.etc, 'du', job.name, '--json')).stdout)['total_bytes']
         first_copy = sum(p.stat().st_blocks * 512 for p in client.rglob('*') if p.is_file())
-        assert chain - first_copy < 4 << 20, 'the chain holds %d bytes, the first copy %d, %d changed' % (
+        assert chain - first_copy < 2 << 20, 'the chain holds %d bytes, the first copy %d, %d changed' % (
             chain, first_copy, changed)
         if kind == 'btrfs':
-            assert grown < 4 << 20, 'the second pull cost %d bytes for %d changed' % (grown, changed)
+            assert grown < 3 << 20, 'the second pull cost %d bytes for %d changed' % (grown, changed)
         record = _record(job.dest, second)
         assert record['rsync']['literal_bytes'] < 2 << 20
         assert record['rsync']['matched_bytes'] > 40 << 20
