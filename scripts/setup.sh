@@ -11,6 +11,16 @@ cd "$ROOT"
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 ensure_packages setup xfsprogs btrfs-progs rsync attr acl e2fsprogs util-linux shellcheck
+# sshd for the pull tests (a private sshd on 127.0.0.1 per test session): installed without
+# starting Debian's ssh service (policy-rc.d says no for the length of the install).
+if ! dpkg-query -W -f='${Status}' openssh-server 2>/dev/null | grep -q 'install ok installed'; then
+    own_policy=
+    if [[ ! -e /usr/sbin/policy-rc.d && $(id -u) -eq 0 ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
+    fi
+    ensure_packages setup openssh-server openssh-client || { [[ -z $own_policy ]] || rm -f /usr/sbin/policy-rc.d; exit 1; }
+    [[ -z $own_policy ]] || rm -f /usr/sbin/policy-rc.d
+fi
 
 # 2. Virtualenv with the dev tools; pip runs again only when requirements-dev.txt changes.
 PYTHON=${PYTHON:-python3}

@@ -71,6 +71,7 @@ BTRFS_VOL_NAME_MAX = 255
 _BTRFS_VOL_ARGS = struct.Struct('=q4088s')               # fd, name
 _BTRFS_VOL_ARGS_V2 = struct.Struct('=qQQ32s4040s')       # fd, transid, flags, unused, name
 BTRFS_IOC_SNAP_DESTROY = _ioc(_IOC_WRITE, 0x94, 15, _BTRFS_VOL_ARGS.size)
+BTRFS_IOC_SUBVOL_CREATE = _ioc(_IOC_WRITE, 0x94, 14, _BTRFS_VOL_ARGS.size)
 BTRFS_IOC_SNAP_CREATE_V2 = _ioc(_IOC_WRITE, 0x94, 23, _BTRFS_VOL_ARGS_V2.size)
 BTRFS_IOC_SUBVOL_GETFLAGS = _ioc(_IOC_READ, 0x94, 25, 8)
 BTRFS_IOC_SUBVOL_SETFLAGS = _ioc(_IOC_WRITE, 0x94, 26, 8)
@@ -200,6 +201,15 @@ def btrfs_snapshot(src_fd, dest_dir_fd, name, readonly=True, path='dest'):
         fcntl.ioctl(dest_dir_fd, BTRFS_IOC_SNAP_CREATE_V2, args, True)
     except OSError as exc:
         raise from_oserror(exc, path, 'btrfs snapshot', 'not a btrfs subvolume')
+
+
+def btrfs_create_subvolume(parent_fd, name, path='subvolume'):
+    """Create the empty subvolume parent_fd/name."""
+    args = bytearray(_BTRFS_VOL_ARGS.pack(0, _vol_name(name)))
+    try:
+        fcntl.ioctl(parent_fd, BTRFS_IOC_SUBVOL_CREATE, args, True)
+    except OSError as exc:
+        raise from_oserror(exc, path, 'btrfs subvolume create', 'not a btrfs filesystem')
 
 
 def btrfs_set_readonly(fd, readonly, path='subvolume'):

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from . import _inspect, _options, _restore, _retention, _snapshot
+from . import _inspect, _options, _pull, _restore, _retention, _serve, _snapshot
 from ._errors import BadInput, Busy, LinkError, at_door
 from ._mounts import file_type
 from ._tree import PRESERVE_ALL, display
@@ -71,13 +71,14 @@ def _request(cfg):
     return _snapshot.Request(cfg['src'], cfg['dest'], method=cfg['method'], keep=cfg['keep'],
                              exclude=cfg['exclude'], one_file_system=cfg['one_file_system'],
                              lock_timeout=cfg['lock_timeout'], create_dest=False, workers=cfg['workers'],
-                             on_error=cfg['on_error'], root_tag='job %s' % cfg['name'])
+                             on_error=cfg['on_error'], root_tag='job %s' % cfg['name'], ssh_key=cfg['ssh_key'],
+                             ssh_port=cfg['ssh_port'], ssh_known_hosts=cfg['ssh_known_hosts'], bwlimit=cfg['bwlimit'])
 
 
 def _check_canonical(cfg):
     """Jobs run as root on paths that users may own parts of: a symlink on
     the way (planted, or there from the start) must not redirect a job."""
-    for key in ('src', 'dest'):
+    for key in ('dest',) if _pull.remote_of(cfg['src']) else ('src', 'dest'):
         real = os.path.realpath(cfg[key])
         if real != os.path.normpath(cfg[key]):
             raise BadInput('job %s: %s %s resolves to %s (a symlink on the way); jobs take real paths'
@@ -259,6 +260,15 @@ def render_metrics(job, result, started, duration, error, last_success):
     if known:       # only a snapshot compared with a previous one has them (alert on a mass change)
         rows.append(('changed_files', 'gauge', 'Regular files of the last snapshot against the previous one.',
                      [('{job="%s",how="%s"}' % (job, how), changed[how]) for how in known]))
+    if result is not None:
+        rows.append(('warnings', 'gauge', 'Warnings of the last run (files vanished during a pull, free space below '
+                     'the floor, clock ahead...; the log has them).', [(label, len(result.get('warnings') or []))]))
+    pulled = (result or {}).get('rsync') or {}
+    if pulled:      # a pull: what came over the wire, and what rsync found already there
+        rows.append(('pull_bytes', 'gauge', 'Bytes of the last pull: received over ssh, file data sent whole '
+                     '(literal), file data found in the mirror or previous snapshot (matched).',
+                     [('{job="%s",how="%s"}' % (job, how), pulled.get(key, 0)) for how, key in
+                      (('received', 'received_bytes'), ('literal', 'literal_bytes'), ('matched', 'matched_bytes'))]))
     space = (result or {}).get('space') or {}
     if space.get('size_bytes') is not None:
         rows += [
@@ -389,6 +399,9 @@ def _parser():
     versions.add_argument('job')
     versions.add_argument('path', help='relative to src (or an absolute path inside src)')
     versions.add_argument('--json', action='store_true', help='one JSON document instead of a table')
+    serve = sub.add_parser('serve', help="on a client: the forced command of a backup server's ssh key; lets "
+                                         "through only a read-only rsync of PATH (docs/pull.md)")
+    serve.add_argument('path', help='the one tree the key may read')
     validate = sub.add_parser('validate', help='validate a job config file (used before deploying it)')
     validate.add_argument('file')
     failed = sub.add_parser('record-failure', help="record a failed run of a job in its metrics and the log "
@@ -416,7 +429,8 @@ def main(argv=None):
     """The CLI's door: whatever fails ends as one log line and an exit code,
     never a traceback."""
     args = _parser().parse_args(argv)
-    where = [getattr(args, 'file', None) or os.path.join(args.config_dir, '%s.json' % args.job)]
+    where = [getattr(args, 'file', None) or getattr(args, 'path', None) if args.command in ('validate', 'serve')
+             else os.path.join(args.config_dir, '%s.json' % args.job)]
     try:
         return _command(args, where)
     except Exception as exc:    # pylint: disable=broad-exception-caught
@@ -424,12 +438,14 @@ def main(argv=None):
         log('fslinks-snapshot: %s' % display(str(err)), error=True)
         if isinstance(err, Busy):
             return EX_BUSY
-        return EX_USAGE if isinstance(err, BadInput) and args.command != 'run' else EX_FAIL
+        return EX_USAGE if isinstance(err, BadInput) and args.command not in ('run', 'serve') else EX_FAIL
 
 
 def _command(args, where):
     """One command; ``where[0]`` is what a failure is about: the config
     until it is read, then the job's snapshot root."""
+    if args.command == 'serve':
+        _serve.serve(args.path)         # becomes rrsync, or raises
     if args.command == 'validate':
         cfg = load_file(args.file)
         _out('job %s: config OK' % cfg['name'])
@@ -530,7 +546,8 @@ def _out(text):
 # ---------------------------------------------------------------- inspection
 
 def _live(cfg):
-    return cfg['src'] if os.path.isdir(cfg['src']) else None
+    """The live tree, when it is on this host."""
+    return None if _pull.remote_of(cfg['src']) or not os.path.isdir(cfg['src']) else cfg['src']
 
 
 def _cmd_list(cfg, args):
@@ -591,6 +608,9 @@ def _cmd_du(cfg, args):
 def _pick(cfg, names, which):
     """A snapshot name, "latest" or "live" -> (label, path)."""
     if which == _inspect.LIVE:
+        if _pull.remote_of(cfg['src']):
+            raise BadInput('job %s: its live tree is on another host (%s): compare snapshots here, or diff on '
+                           'the client' % (cfg['name'], cfg['src']), cfg['dest'])
         return which, cfg['src']
     if which == _snapshot.LATEST and names:
         which = names[-1]
@@ -653,7 +673,7 @@ def _cmd_diff(cfg, args):
 
 def _cmd_versions(cfg, args):
     """versions: the distinct versions of one path, oldest first."""
-    found = _inspect.versions(cfg['dest'], args.path, live=cfg['src'] if os.path.isdir(cfg['src']) else None)
+    found = _inspect.versions(cfg['dest'], args.path, live=_live(cfg))
     if not found:
         raise BadInput('job %s: %s is in no snapshot of %s and not in src %s'
                        % (cfg['name'], _inspect.display(args.path), cfg['dest'], cfg['src']), args.path)

@@ -12,7 +12,7 @@ cannot import Python: tests/unit/test_options.py holds them to this file.
 import os
 import re
 
-from . import _retention, _walk
+from . import _pull, _retention, _walk
 from ._errors import BadInput
 from ._tree import Excluder
 
@@ -84,6 +84,26 @@ def _path(name):
     return check
 
 
+def _src(value):
+    """A local absolute path, or rsync's [USER@]HOST:/PATH (a pull)."""
+    if isinstance(value, str) and not value.startswith('/') and ':' in value:
+        _pull.parse_remote(value)       # raises ValueError naming what is wrong
+        return value
+    return _path('src')(value)
+
+
+def _port(value):
+    if not 1 <= value <= 65535:
+        raise ValueError('ssh_port must be 1 to 65535, got %r' % (value,))
+    return value
+
+
+def _bwlimit(value):
+    if value < 0:
+        raise ValueError('bwlimit must be 0 (no limit) or more KiB/s, got %r' % (value,))
+    return value
+
+
 def _keep(value):
     return _retention.parse_keep(value)
 
@@ -115,8 +135,8 @@ def _job_name(value):
 
 
 REQUEST = (
-    Option('src', str, None, 'Absolute path of the directory to snapshot.',
-           check=_path('src'), required=True, ansible_type='path'),
+    Option('src', str, None, 'Absolute path of the directory to snapshot, or [USER@]HOST:/PATH to pull it '
+           'with rsync over ssh (docs/pull.md).', check=_src, required=True, ansible_type='path'),
     Option('dest', str, None, 'Absolute path of the snapshot root.',
            check=_path('dest'), required=True, ansible_type='path'),
     Option('method', str, 'auto', 'auto picks btrfs, reflink or hardlink; the others force one.', choices=METHODS),
@@ -131,6 +151,14 @@ REQUEST = (
     Option('workers', int, 0, 'Processes building the snapshot; 0 picks per dest filesystem.', check=_workers),
     Option('on_error', str, 'skip', 'An entry that cannot be read or written: skip it (on the record) or fail the run.',
            choices=ON_ERROR),
+    # A remote src only (a pull): how ssh reaches the host.
+    Option('ssh_key', str, None, 'Private key ssh uses for a remote src (none: ssh\'s default keys).',
+           check=_path('ssh_key'), ansible_type='path'),
+    Option('ssh_port', int, None, 'ssh port of a remote src (none: 22, or what ssh_config says).', check=_port),
+    Option('ssh_known_hosts', str, None, 'known_hosts file holding the host key of a remote src (none: ssh\'s '
+           'default files); host keys are always checked.', check=_path('ssh_known_hosts'), ansible_type='path'),
+    Option('bwlimit', int, 0, 'KiB/s a pull may read from the remote src (rsync --bwlimit); 0 is no limit.',
+           check=_bwlimit),
 )
 
 # A job config (JOB.json, written by the role) is a request with a name, a

@@ -27,7 +27,7 @@ import errno
 import os
 import stat
 
-from . import _snapshot
+from . import _pull, _snapshot
 from ._errors import BadInput, LinkError, PermissionDenied, at_door
 from ._reflink_copy import place
 from ._tree import PRESERVE_ALL, Excluder, Meta, apply_meta_fd, display, lstat_at, open_dir, open_dir_at, read_xattrs
@@ -151,7 +151,14 @@ def _restore(root, snapshot, path, to, mirror, guard, dry_run, report, job, now)
             raise BadInput('the record of %s does not say where it came from: give a target directory'
                            % os.path.join(root, name), os.path.join(root, name))
         excluder = Excluder(job.get('exclude', record.get('exclude')) or ())
-        rel = tree_path(path, src)
+        remote = _pull.remote_of(src)
+        if remote is not None and to is None:
+            raise BadInput('%s was pulled from %s: restore it under a directory of this host (--to DIR, then '
+                           'rsync it back), or run the restore on the client' % (os.path.join(root, name), src),
+                           os.path.join(root, name))
+        rel = tree_path(path, remote.path if remote else src)
+        if remote is not None:
+            src = None          # nothing on this host is the live tree: no guard snapshot
         target = os.path.realpath(to) if to is not None else src
         _check_target(target, root)
         where = _join(target, rel)

@@ -22,12 +22,12 @@ import re
 import stat
 import time
 
-from . import _ioctl, _options, _parallel, _retention
+from . import _ioctl, _options, _parallel, _pull, _retention
 from ._fresh import FreshTree
 from ._transfer import DataCopier, first_regular_file
-from ._walk import new_stats
+from ._walk import SKIPPED_MAX, new_stats
 from ._errors import BadInput, Busy, LinkError, NoSpace, NotSupported, at_door, from_oserror
-from ._mounts import mount_of, read_mounts, reflink_capable
+from ._mounts import mount_of, probe_reflink, read_mounts, reflink_capable
 from ._tree import (
     PRESERVE_ALL, Excluder, lstat_at, open_dir, open_dir_at, open_dir_nofollow, remove_tree_at, reset_new_dir, syncfs,
 )
@@ -44,17 +44,23 @@ class Request(object):
     """A validated snapshot request."""
 
     def __init__(self, src, dest, method='auto', keep=None, exclude=(), one_file_system=True,
-                 lock_timeout=0, dest_mode=0o700, create_dest=True, root_tag=None, workers=0, on_error='skip'):
+                 lock_timeout=0, dest_mode=0o700, create_dest=True, root_tag=None, workers=0, on_error='skip',
+                 ssh_key=None, ssh_port=None, ssh_known_hosts=None, bwlimit=0):
         opts = _options.settle(dict(src=src, dest=dest, method=method, keep=keep, exclude=exclude,
                                     one_file_system=one_file_system, lock_timeout=lock_timeout,
-                                    workers=workers, on_error=on_error), _options.REQUEST)
+                                    workers=workers, on_error=on_error, ssh_key=ssh_key, ssh_port=ssh_port,
+                                    ssh_known_hosts=ssh_known_hosts, bwlimit=bwlimit), _options.REQUEST)
         self.keep = opts['keep']
         self.on_error = opts['on_error']
         self.excluder = Excluder(opts['exclude'])
         self.workers = opts['workers']      # 0: chosen per dest filesystem, see _parallel.default_workers
+        # A remote src ([USER@]HOST:/PATH) is pulled with rsync over ssh (see _pull).
+        self.remote = _pull.remote_of(opts['src'])
+        self.ssh_key, self.ssh_port = opts['ssh_key'], opts['ssh_port']
+        self.ssh_known_hosts, self.bwlimit = opts['ssh_known_hosts'], opts['bwlimit']
         # The caller's top-level paths are resolved whole ('..', symlinks),
         # so that the inside/outside checks below compare real places.
-        self.src = os.path.realpath(opts['src'])
+        self.src = _pull.display(self.remote) if self.remote else os.path.realpath(opts['src'])
         self.dest = os.path.realpath(opts['dest'])
         self.src_given, self.dest_given = src, dest
         self.method = opts['method']
@@ -71,6 +77,8 @@ class Request(object):
         self._check_paths()
 
     def _check_paths(self):
+        if self.remote is not None:
+            return          # on another host: rsync and ssh check it
         try:
             st = os.stat(self.src)
         except OSError as exc:
@@ -398,7 +406,10 @@ def _run(req, state, dry_run, now, report, purpose, lock_held):
         if state == 'present':
             name = _retention.next_snapshot_name(existing, now)
             about = {'created': _iso(now), 'purpose': purpose}
-            made = _make(req, dest_fd, existing, name, dry_run, report, result, about)
+            if req.remote is not None:
+                made = _make_pulled(req, dest_fd, existing, name, dry_run, result, about, lock and lock.fd)
+            else:
+                made = _make(req, dest_fd, existing, name, dry_run, report, result, about)
             if made or dry_run:
                 existing = existing + [name]
                 times[name] = _retention.created_time(name, about)
@@ -547,6 +558,8 @@ def _plan_new_root(req, state, now, report, validate_only=False):
     if state != 'present':
         return {'changed': False}
     name = _retention.next_snapshot_name([], now)
+    if req.remote is not None:
+        return _plan_first_pull(req, name, validate_only)
     src_fd = _open_top(req, req.src)
     try:
         parent = os.path.dirname(req.dest)
@@ -610,43 +623,206 @@ def _make(req, dest_fd, existing, name, dry_run, report, result, about):
             result['changed_files'] = changed_files(tree.stats, prev_record)
             return False
         _check_fits(req, method, existing, src_fd, dest_fd, result)
-        try:
+
+        def build(partial):
+            more = {}
             if method == 'btrfs':
                 _btrfs_snapshot(req, src_fd, dest_fd, partial, tree.stats)
             else:
-                os.mkdir(partial, 0o700, dir_fd=dest_fd)
-                part_fd = open_dir_at(dest_fd, partial)
-                try:
-                    reset_new_dir(part_fd)
-                    tree.copy_tree(src_fd, part_fd)
-                finally:
-                    os.close(part_fd)
-                about = dict(about, changed_files=changed_files(tree.stats, prev_record))
-                result['changed_files'] = about['changed_files']
-            if tree.skipped:
-                about = dict(about, skipped=tree.skipped)
-                result.setdefault('warnings', []).append(
-                    'skipped %d entries that could not be read or written (on_error=skip); the record %s '
-                    'names them' % (tree.stats['skipped'], os.path.join(req.dest, name + RECORD)))
-            _record(req, dest_fd, name, method, reason, started, tree.stats, result, about)
-            syncfs(dest_fd)
-            os.rename(partial, name, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
-        except BaseException as exc:
-            _discard(dest_fd, partial)
-            if isinstance(exc, OSError) and not isinstance(exc, LinkError):
-                raise from_oserror(exc, os.path.join(req.dest, partial), 'create snapshot')
-            raise
-        try:
-            _set_latest(dest_fd, name)
-        except OSError as exc:
-            raise from_oserror(exc, os.path.join(req.dest, name),
-                               'published, but could not point %s at it' % os.path.join(req.dest, LATEST))
-        _fsync_dir(dest_fd)
+                _fill_new_dir(dest_fd, partial, lambda part_fd: tree.copy_tree(src_fd, part_fd))
+                more['changed_files'] = result['changed_files'] = changed_files(tree.stats, prev_record)
+            _note_skipped(req, name, tree.skipped, tree.stats, result, more)
+            _record(req, dest_fd, name, method, reason, started, tree.stats, result, dict(about, **more))
+        _publish(req, dest_fd, name, build)
         return True
     finally:
         os.close(src_fd)
         if prev_fd is not None:
             os.close(prev_fd)
+
+
+def _plan_first_pull(req, name, validate_only):
+    """_plan_new_root of a pull: the method by the parent's filesystem, and
+    rsync --dry-run's counts of a first, full pull."""
+    parent = os.path.dirname(req.dest)
+    parent_fd = open_dir(parent)
+    try:
+        method, reason = pull_method(req, parent_fd, parent)
+    finally:
+        os.close(parent_fd)
+    if validate_only:
+        return None
+    done = _pull.transfer(_pull.rsync_argv(req, _pull_target(req, method, name), dry_run=True))
+    warnings = _pull.check_exit(req.remote, done, req.on_error, req.src)
+    out = {'changed': True, 'snapshot': os.path.join(req.dest, name), 'method': method, 'reason': reason,
+           'stats': _pull.snapshot_stats(done, method), 'rsync': _pull.record_of(done, warnings),
+           'kept': [os.path.join(req.dest, name)]}
+    if warnings:
+        out['warnings'] = warnings
+    return out
+
+
+def _fill_new_dir(dest_fd, partial, fill):
+    """mkdir NAME.partial (0700 until the walk gives it src's mode) and
+    fill(its fd)."""
+    os.mkdir(partial, 0o700, dir_fd=dest_fd)
+    part_fd = open_dir_at(dest_fd, partial)
+    try:
+        reset_new_dir(part_fd)
+        fill(part_fd)
+    finally:
+        os.close(part_fd)
+
+
+def _note_skipped(req, name, skipped, stats, result, more):
+    """Skipped entries (on_error=skip) into the record and a warning."""
+    if skipped:
+        more['skipped'] = skipped
+        result.setdefault('warnings', []).append(
+            'skipped %d entries that could not be read or written (on_error=skip); the record %s '
+            'names them' % (stats['skipped'], os.path.join(req.dest, name + RECORD)))
+
+
+def _publish(req, dest_fd, name, build):
+    """build(NAME.partial) makes the snapshot and writes its record; then
+    sync, publish it by renaming it to NAME and point latest at it.  A
+    failure on the way (or a signal) removes the partial and re-raises."""
+    partial = name + PARTIAL
+    try:
+        build(partial)
+        syncfs(dest_fd)
+        os.rename(partial, name, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
+    except BaseException as exc:
+        _discard(dest_fd, partial)
+        if isinstance(exc, OSError) and not isinstance(exc, LinkError):
+            raise from_oserror(exc, os.path.join(req.dest, partial), 'create snapshot')
+        raise
+    try:
+        _set_latest(dest_fd, name)
+    except OSError as exc:
+        raise from_oserror(exc, os.path.join(req.dest, name),
+                           'published, but could not point %s at it' % os.path.join(req.dest, LATEST))
+    _fsync_dir(dest_fd)
+
+
+# ---------------------------------------------------------------- pulls (see _pull)
+
+def pull_method(req, fs_fd, where):
+    """(method, reason) of a pull, by the backup root's filesystem: the
+    forced one checked, or the best one (btrfs, reflink, hardlink)."""
+    fstype = _fs_info(where, fs_fd, read_mounts())['fstype']
+    if req.method in ('btrfs', 'auto') and fstype == 'btrfs':
+        return 'btrfs', ('forced' if req.method == 'btrfs' else
+                         'a pull onto btrfs: the mirror is a subvolume, each snapshot a read-only snapshot of it')
+    if req.method == 'btrfs':
+        raise NotSupported('method btrfs: the snapshot root %s is not on btrfs (%s)' % (req.dest, fstype), req.dest)
+    if req.method in ('hardlink', 'copy'):
+        return req.method, 'forced'
+    clones = probe_reflink(where)
+    if req.method == 'reflink':
+        if clones is False:
+            raise NotSupported('method reflink: %s: filesystem does not support reflink' % req.dest, req.dest)
+        return 'reflink', 'forced'
+    if clones:
+        return 'reflink', 'a pull onto a filesystem that can reflink: the mirror is updated in place, each ' \
+                          'snapshot a reflink tree of it'
+    return 'hardlink', 'a pull onto %s (no reflink): rsync --link-dest to the previous snapshot' % fstype
+
+
+def _pull_target(req, method, name):
+    """Where rsync writes: the mirror, or NAME.partial itself."""
+    return os.path.join(req.dest, _pull.MIRROR if method in ('btrfs', 'reflink') else name + PARTIAL)
+
+
+def _ensure_mirror(req, dest_fd, method):
+    """The mirror, made on the first pull: a subvolume on btrfs (so that it
+    can be snapshotted), a directory elsewhere; 0700, like the root."""
+    st = lstat_at(dest_fd, _pull.MIRROR)
+    where = os.path.join(req.dest, _pull.MIRROR)
+    if st is None:
+        if method == 'btrfs':
+            _ioctl.btrfs_create_subvolume(dest_fd, _pull.MIRROR, where)
+            os.chmod(_pull.MIRROR, 0o700, dir_fd=dest_fd)
+        else:
+            os.mkdir(_pull.MIRROR, 0o700, dir_fd=dest_fd)
+    elif not stat.S_ISDIR(st.st_mode):
+        raise BadInput('%s is not a directory: move it away (it is where pulls keep their mirror)' % where, where)
+    elif method == 'btrfs' and st.st_ino != _ioctl.BTRFS_FIRST_FREE_OBJECTID:
+        raise NotSupported('method btrfs: the mirror %s is a plain directory, not a subvolume (made by another '
+                           'method): delete it, the next pull makes it again' % where, where)
+    return open_dir_at(dest_fd, _pull.MIRROR)
+
+
+def _pull_changes(done, method, stats, prev_record):
+    """changed_files of a pull: rsync's itemized lines (deletions are only
+    itemized where rsync deletes: the mirror)."""
+    if prev_record is None:
+        return None
+    if method in ('btrfs', 'reflink'):
+        return {'added': done.added, 'modified': done.modified, 'deleted': done.deleted}
+    return changed_files(stats, prev_record)
+
+
+def _make_pulled(req, dest_fd, existing, name, dry_run, result, about, lock_fd):
+    """A pull's NAME (see _pull): rsync into the mirror or NAME.partial, then
+    publish it as _make does."""
+    started = time.monotonic()
+    method, reason = pull_method(req, dest_fd, req.dest)
+    result['method'], result['reason'] = method, reason
+    prev_record = (read_record(dest_fd, existing[-1]) or {}) if existing else None
+    link_dest = os.path.join(req.dest, existing[-1]) if method == 'hardlink' and existing else None
+    argv = _pull.rsync_argv(req, _pull_target(req, method, name), in_place=method in ('btrfs', 'reflink'),
+                            link_dest=link_dest, dry_run=dry_run)
+    if dry_run:
+        done = _pull.transfer(argv)
+        warnings = _pull.check_exit(req.remote, done, req.on_error, req.src)
+        result['stats'] = _pull.snapshot_stats(done, method)
+        result['changed_files'] = _pull_changes(done, method, result['stats'], prev_record)
+        result['rsync'] = _pull.record_of(done, warnings)
+        if warnings:
+            result.setdefault('warnings', []).extend(warnings)
+        return False
+    mirror_fd = _ensure_mirror(req, dest_fd, method) if method in ('btrfs', 'reflink') else None
+    prev_fd = None
+
+    def build(partial):
+        nonlocal prev_fd
+        done = _pull.transfer(argv, lock_fd)
+        warnings = _pull.check_exit(req.remote, done, req.on_error, req.src)
+        skipped = _pull.skipped_entries(done)
+        if method == 'btrfs':
+            _ioctl.btrfs_snapshot(mirror_fd, dest_fd, partial, readonly=True, path=req.dest)
+            stats = _pull.snapshot_stats(done, method)
+        elif method == 'reflink':
+            options = {}
+            if existing:
+                prev_fd = open_dir_at(dest_fd, existing[-1])
+                options.update(previous=prev_fd,
+                               previous_xattrs=(prev_record.get('stats') or {}).get('xattr_files') != 0)
+            # The mirror is on the root's own filesystem: rsync applied the excludes already;
+            # every file is cloned (one that cannot be is copied, as auto does).
+            tree = FreshTree('always' if req.method == 'reflink' else 'auto', PRESERVE_ALL, excluder=Excluder(()),
+                             one_fs=True, dest_dev=os.fstat(dest_fd).st_dev, on_error=req.on_error, **options)
+            _fill_new_dir(dest_fd, partial, lambda part_fd: tree.copy_tree(mirror_fd, part_fd))
+            stats = tree.stats
+            skipped += tree.skipped
+        else:
+            stats = _pull.snapshot_stats(done, method)
+        stats['skipped'] = len(skipped)
+        result.update(stats=stats, skipped=skipped[:SKIPPED_MAX], rsync=_pull.record_of(done, warnings),
+                      changed_files=_pull_changes(done, method, stats, prev_record))
+        if warnings:
+            result.setdefault('warnings', []).extend(warnings)
+        more = {'changed_files': result['changed_files'], 'rsync': result['rsync']}
+        _note_skipped(req, name, result['skipped'], stats, result, more)
+        _record(req, dest_fd, name, method, reason, started, stats, result, dict(about, **more))
+    try:
+        _publish(req, dest_fd, name, build)
+    finally:
+        for fd in (mirror_fd, prev_fd):
+            if fd is not None:
+                os.close(fd)
+    return True
 
 
 def changed_files(stats, prev_record):

@@ -36,6 +36,17 @@ options:
   src:
     description:
       - Absolute path of the directory to snapshot.
+      - Or C([USER@]HOST:/PATH) (rsync's syntax) to pull the directory C(/PATH) of another host over
+        ssh onto this one, the backup server. rsync C(-aHAX --numeric-ids --delete) does the transfer
+        (C(--one-file-system) and O(exclude) as given). On btrfs the pull updates a mirror subvolume
+        C(DEST/.fslinks-mirror) in place and the snapshot is a read-only snapshot of it; on a
+        filesystem that can reflink the mirror is a directory updated in place (C(--inplace)) and the
+        snapshot is a reflink tree of it, so a snapshot costs only the blocks that changed; elsewhere
+        rsync writes C(NAME.partial) with C(--link-dest) to the previous snapshot. A failed or killed
+        pull publishes nothing; files that vanished during the pull (rsync exit 24) are a warning.
+      - rsync notices a changed file by its size and modification time (its quick check); a change
+        that keeps both (same size, within the same second) is found by a later pull only when the
+        file changes again. Host keys are always checked (O(ssh_known_hosts)).
     type: path
     required: true
   dest:
@@ -134,6 +145,27 @@ options:
     type: str
     choices: [skip, fail]
     default: skip
+  ssh_key:
+    description:
+      - A remote O(src) only. Private key file ssh logs in with (C(ssh -i), with
+        C(IdentitiesOnly=yes)); none uses ssh's own defaults. The role
+        P(fslinks.snapshots.snapshot_jobs#role) makes one per backup server.
+    type: path
+  ssh_port:
+    description:
+      - A remote O(src) only. The ssh port of its host; none uses 22 or what C(ssh_config) says.
+    type: int
+  ssh_known_hosts:
+    description:
+      - A remote O(src) only. known_hosts file that holds the host key of its host (C([HOST]:PORT)
+        when the port is not 22); none uses ssh's default files. The host key is always checked
+        (C(StrictHostKeyChecking=yes)) - an unknown or changed key fails the run.
+    type: path
+  bwlimit:
+    description:
+      - A remote O(src) only. KiB per second the pull may read (C(rsync --bwlimit)); V(0) is no limit.
+    type: int
+    default: 0
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -175,6 +207,15 @@ EXAMPLES = r"""
     method: hardlink
     keep: {last: 10}
 
+- name: On the backup server, pull web1's /srv/data over ssh (a read-only key; see the role)
+  fslinks.snapshots.hardlink_snapshot:
+    src: root@web1.example.org:/srv/data
+    dest: /backup/web1/data
+    ssh_key: /etc/fslinks-snapshots/ssh/id_ed25519
+    ssh_known_hosts: /etc/fslinks-snapshots/ssh/known_hosts
+    bwlimit: 20000
+    keep: {daily: 14, weekly: 8}
+
 - name: Only prune
   fslinks.snapshots.hardlink_snapshot:
     src: /srv/data
@@ -184,6 +225,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+rsync:
+  description:
+    - A pull (remote O(src)) only - what rsync counted (C(--stats)) and did (its itemized lines), also
+      in the snapshot's record.
+  returned: state is present and src is remote
+  type: dict
+  sample: {exit: 0, entries: 20412, reg: 20001, dir: 410, files_transferred: 201, total_bytes: 1178599424,
+           transferred_bytes: 1075890176, literal_bytes: 11239424, matched_bytes: 1064650752,
+           received_bytes: 11423311, sent_bytes: 250108, added: 0, modified: 201, deleted: 0}
 snapshot:
   description: Path of the new snapshot (in check mode, of the one that would be made).
   returned: state is present
@@ -306,7 +356,8 @@ def main():
     try:
         req = Request(p['src'], p['dest'], method=p['method'], keep=keep, exclude=p['exclude'],
                       one_file_system=p['one_file_system'], lock_timeout=p['lock_timeout'],
-                      workers=p['workers'], on_error=p['on_error'])
+                      workers=p['workers'], on_error=p['on_error'], ssh_key=p['ssh_key'], ssh_port=p['ssh_port'],
+                      ssh_known_hosts=p['ssh_known_hosts'], bwlimit=p['bwlimit'])
         before = list_snapshots_at(req.dest) if module._diff else None
         result = run(req, state=p['state'], dry_run=module.check_mode)
     except Exception as exc:    # the door: every failure is a message naming its path

@@ -27,7 +27,10 @@ from .trees import ODD_NAMES, SPARSE_SIZE
 
 # ---------------------------------------------------------------- rsync and walks
 
-RSYNC = ['rsync', '-aHAXn', '--checksum', '--itemize-changes', '--numeric-ids', '--modify-window=-1']
+# XFS shows root each ACL twice, as system.posix_acl_* (compared by -A) and as its internal
+# trusted.SGI_ACL_*: a tree on XFS has the second, the same tree elsewhere not; not a difference.
+RSYNC = ['rsync', '-aHAXn', '--checksum', '--itemize-changes', '--numeric-ids', '--modify-window=-1',
+         '--filter=-x trusted.SGI_ACL_*']
 
 
 def rsync_diff(src, dest, extra=()):
@@ -288,7 +291,8 @@ def xattr_dump(path):
     """getfattr -d -m - of one entry (ACLs included), without the file name header."""
     out = subprocess.run(['getfattr', '-h', '-d', '-m', '-', '--absolute-names', os.fsencode(path)],
                          capture_output=True, check=True).stdout
-    return [line for line in out.splitlines() if line and not line.startswith(b'# file:')]
+    return [line for line in out.splitlines()
+            if line and not line.startswith((b'# file:', b'trusted.SGI_ACL_'))]    # (see RSYNC)
 
 
 def acl_dump(path):

@@ -127,8 +127,10 @@ stats = st.fixed_dictionaries({}, optional={k: counts for k in (
 kept = st.lists(st.just('/x/2026-01-01T000000Z'), max_size=5)
 space = st.fixed_dictionaries({'free_bytes': counts, 'size_bytes': counts, 'min_free_bytes': st.none() | counts})
 changed = st.fixed_dictionaries({'added': counts, 'modified': counts, 'deleted': st.none() | counts})
+pulled = st.fixed_dictionaries({}, optional={k: counts for k in ('received_bytes', 'literal_bytes', 'matched_bytes')})
 results = st.one_of(st.none(), st.fixed_dictionaries({}, optional={
-    'stats': stats, 'kept': kept, 'future_dated': kept, 'space': space, 'changed_files': st.none() | changed}))
+    'stats': stats, 'kept': kept, 'future_dated': kept, 'space': space, 'changed_files': st.none() | changed,
+    'warnings': st.lists(st.text(max_size=5), max_size=3), 'rsync': pulled}))
 errors = st.one_of(st.none(), st.builds(RuntimeError, st.text(max_size=20)))
 
 
@@ -156,12 +158,19 @@ def test_every_rendering_is_valid_and_says_what_happened(job, result, started, d
     assert value('skipped_entries') == stats.get('skipped', 0)
     room = (result or {}).get('space')
     extra = 0
+    if result is not None:
+        assert value('warnings') == len(result.get('warnings') or [])
+        extra += 1
+    if (result or {}).get('rsync'):
+        for how in ('received', 'literal', 'matched'):
+            assert value('pull_bytes', how=how) == result['rsync'].get(how + '_bytes', 0)
+        extra += 3
     if room:
         assert value('free_bytes') == room['free_bytes'] and value('size_bytes') == room['size_bytes']
-        extra = 2
+        extra += 2
         if room['min_free_bytes'] is not None:
             assert value('min_free_bytes') == room['min_free_bytes']
-            extra = 3
+            extra += 1
     for how, count in sorted(((result or {}).get('changed_files') or {}).items()):
         if count is not None:
             assert value('changed_files', how=how) == count
