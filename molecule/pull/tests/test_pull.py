@@ -435,3 +435,23 @@ def test_the_next_pull_completes_once_sshd_is_back(server, local, client_down):
     assert len(snaps) == 2
     assert oracle(local, 'client2', snaps[-1]['path']) == []
     assert metric(server, 'c2', 'fslinks_snapshot_last_run_status') == 1
+
+
+def test_an_absent_job_takes_its_entry_off_the_client(server, client1):
+    """converge.yml: a second key of the server pulled client1 (converge checked both entries were
+    there), then its job was made absent: its entry and host key are gone, the first stay."""
+    other = server.file('/etc/fslinks-snapshots/ssh-other/id_ed25519.pub').content_string.split()[1]
+    keys = client1.file('/root/.ssh/authorized_keys').content_string
+    assert other not in keys
+    assert 'serve /data/src' in keys
+    assert server.file('/etc/fslinks-snapshots/ssh-other/known_hosts').content_string.strip() == ''
+    assert not server.file('/etc/fslinks-snapshots/other.json').exists
+    assert server.file(KNOWN_HOSTS).content_string.startswith('client1 ')
+
+
+def test_the_timers_are_there_and_wait(server):
+    """Each pulled job has its timer (converge gave them a date that does not come, so that
+    none fires while the tests count snapshots)."""
+    for job in JOBS:
+        out = server.run('systemctl is-enabled fslinks-snapshot@%s.timer' % job)
+        assert out.stdout.strip() == 'enabled', job
