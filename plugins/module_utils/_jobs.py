@@ -98,18 +98,51 @@ def run_job(cfg, state='present', now=None):
     except Busy:
         raise               # the running job will write the metrics; this one did nothing
     except Exception as exc:    # any failure, typed or not, is reported; main() words it
-        _metrics_or_warn(cfg, None, started, exc)
+        _report_run(cfg, None, started, exc)
         raise
-    _metrics_or_warn(cfg, result, started, None)
+    _report_run(cfg, result, started, None)
     return result
 
 
-def _metrics_or_warn(cfg, result, started, error):
-    """Metrics are a report: failing to write them must not fail the run."""
+def _report_run(cfg, result, started, error):
+    """Metrics and the root's note of the last run (for `check`) are a
+    report: failing to write them must not fail the run."""
     try:
         write_metrics(cfg, result, started, time.time() - started, error)
     except OSError as exc:
         log('job %s: could not write metrics to %s: %s' % (cfg['name'], metrics_path(cfg), exc.strerror), error=True)
+    note_last_run(cfg, started, error)
+
+
+LAST_RUN = '.fslinks-last-run'      # DEST/.fslinks-last-run.json: how the last run ended
+
+
+def note_last_run(cfg, started, error):
+    """Write how the last run ended into the root, where `check` finds it
+    (with or without metrics); nothing when the root itself is what failed."""
+    try:
+        fd = _snapshot.open_root(cfg['dest'], nofollow=True)
+    except LinkError:
+        return
+    try:
+        _snapshot.check_initialized(cfg['dest'], 'job %s' % cfg['name'])
+        _snapshot.write_record(fd, LAST_RUN, {'started': _snapshot.iso_time(started), 'ok': error is None,
+                                              'error': None if error is None else display(str(error))[:1000]})
+    except (OSError, LinkError):
+        pass
+    finally:
+        os.close(fd)
+
+
+def last_run_failure(cfg, fd, newest):
+    """A warning when the last run failed after the newest snapshot was made."""
+    note = _snapshot.read_record(fd, LAST_RUN) or {}
+    if note.get('ok') is not False:
+        return None
+    made = (newest or {}).get('created') or ''
+    if made and str(note.get('started')) < made:
+        return None         # an older failure: a snapshot was made since
+    return 'job %s: the last run (started %s) failed: %s' % (cfg['name'], note.get('started'), note.get('error'))
 
 
 def list_job(cfg, now=None):
@@ -167,8 +200,9 @@ def future_warnings(cfg, snaps):
 
 
 def check_warnings(cfg):
-    """What `check` warns of on a fresh chain: entries the newest snapshot
-    skipped (its record), free space below keep.min_free."""
+    """What `check` warns of on a fresh chain: the last run failed (after
+    the newest snapshot), entries the newest snapshot skipped (its record),
+    free space below keep.min_free."""
     out = []
     try:
         fd = _snapshot.open_root(cfg['dest'], nofollow=True)
@@ -177,6 +211,9 @@ def check_warnings(cfg):
     try:
         names = _snapshot.list_snapshots(fd)
         record = _snapshot.read_record(fd, names[-1]) if names else None
+        failed = last_run_failure(cfg, fd, record)
+        if failed:
+            out.append(failed)
         skipped = ((record or {}).get('stats') or {}).get('skipped') or 0
         if skipped:
             out.append('job %s: snapshot %s skipped %d entries that could not be read or written (listed in %s)'
@@ -233,8 +270,9 @@ def _previous_success(path, job):
     return 0.0
 
 
-def render_metrics(job, result, started, duration, error, last_success):
-    """Prometheus text exposition format (for node_exporter's textfile collector)."""
+def render_metrics(job, result, started, duration, error, last_success, max_age=None):
+    """Prometheus text exposition format (for node_exporter's textfile collector).
+    ``max_age``: the job's, so that an alert can judge staleness per job."""
     stats = (result or {}).get('stats') or {}
     label = '{job="%s"}' % job
     rows = [
@@ -260,6 +298,9 @@ def render_metrics(job, result, started, duration, error, last_success):
     if known:       # only a snapshot compared with a previous one has them (alert on a mass change)
         rows.append(('changed_files', 'gauge', 'Regular files of the last snapshot against the previous one.',
                      [('{job="%s",how="%s"}' % (job, how), changed[how]) for how in known]))
+    if max_age is not None:
+        rows.append(('max_age_seconds', 'gauge', 'Age after which `check` calls the newest snapshot stale (the '
+                     "job's max_age).", [(label, max_age)]))
     if result is not None:
         rows.append(('warnings', 'gauge', 'Warnings of the last run (files vanished during a pull, free space below '
                      'the floor, clock ahead...; the log has them).', [(label, len(result.get('warnings') or []))]))
@@ -315,7 +356,8 @@ def write_metrics(cfg, result, started, duration, error):
             snaps = []          # the root itself is what failed: the run's error says so
         result = {'kept': [s['path'] for s in snaps], 'future_dated': [s['path'] for s in snaps if s['future_dated']],
                   'space': _space_at(cfg)}
-    text = render_metrics(cfg['name'], result, started, duration, error, _previous_success(path, cfg['name']))
+    text = render_metrics(cfg['name'], result, started, duration, error, _previous_success(path, cfg['name']),
+                          cfg.get('max_age'))
     # mkstemp: O_EXCL, so a symlink planted at the temporary name is never followed.
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
     try:
@@ -463,7 +505,7 @@ def _command(args, where):
             return EX_WARN
     elif args.command == 'record-failure':
         # The run never started, so this is what tells the metrics (last_run_status 0).
-        _metrics_or_warn(cfg, None, time.time(), args.message)
+        _report_run(cfg, None, time.time(), args.message)
         log('job %s: %s' % (cfg['name'], display(args.message)), error=True)
     elif args.command == 'init':
         init_job(cfg)
@@ -476,11 +518,11 @@ def _command(args, where):
     elif args.command == 'check':
         ok, message = check_job(cfg)
         _out(message)
-        if not ok:
-            return EX_STALE
         warnings = check_warnings(cfg)
         for warning in warnings:
             _out('warning: ' + warning)
+        if not ok:
+            return EX_STALE
         return EX_WARN if warnings else EX_OK
     elif args.command == 'restore':
         result = restore_job(cfg, args.path, snapshot=args.snapshot, to=args.to, mirror=args.mirror,

@@ -144,7 +144,7 @@ class Transfer(object):
         self.exit = None
 
     def item(self, line):
-        code, _, name = line.partition(' ')
+        code, name = line.split(' ', 1) if ' ' in line else (line, '')
         if code == '*deleting':
             if not name.endswith('/'):
                 self.deleted += 1

@@ -349,6 +349,11 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+def iso_time(seconds):
+    """ISO 8601 UTC of a time.time() value, as records write it."""
+    return _iso(datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc))
+
+
 def _iso(when):
     """ISO 8601 UTC, to the second (a naive datetime is taken to be UTC)."""
     if when.tzinfo is not None:
@@ -611,8 +616,7 @@ def _make(req, dest_fd, existing, name, dry_run, report, result, about):
             options.update(previous=prev_fd, link=method == 'hardlink',
                            previous_xattrs=(prev_record.get('stats') or {}).get('xattr_files') != 0)
         if not dry_run and method != 'btrfs':
-            options.update(scratch=(dest_fd, name + LINKS), workers=req.workers or _parallel.default_workers(
-                _fs_info(req.dest, dest_fd, read_mounts())['fstype']))
+            options.update(_parallel_options(req, dest_fd, name))
         tree = _copier(req, method, src_fd, dest_fd, dry_run, report, **options)
         result['stats'] = tree.stats
         result['skipped'] = tree.skipped
@@ -639,6 +643,13 @@ def _make(req, dest_fd, existing, name, dry_run, report, result, about):
         os.close(src_fd)
         if prev_fd is not None:
             os.close(prev_fd)
+
+
+def _parallel_options(req, dest_fd, name):
+    """FreshTree's workers (the request's, or as many as suit dest's
+    filesystem) and their scratch directory NAME.links."""
+    return {'scratch': (dest_fd, name + LINKS),
+            'workers': req.workers or _parallel.default_workers(_fs_info(req.dest, dest_fd, read_mounts())['fstype'])}
 
 
 def _plan_first_pull(req, name, validate_only):
@@ -794,7 +805,7 @@ def _make_pulled(req, dest_fd, existing, name, dry_run, result, about, lock_fd):
             _ioctl.btrfs_snapshot(mirror_fd, dest_fd, partial, readonly=True, path=req.dest)
             stats = _pull.snapshot_stats(done, method)
         elif method == 'reflink':
-            options = {}
+            options = _parallel_options(req, dest_fd, name)
             if existing:
                 prev_fd = open_dir_at(dest_fd, existing[-1])
                 options.update(previous=prev_fd,

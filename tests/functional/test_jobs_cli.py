@@ -100,6 +100,17 @@ def test_failed_run_keeps_last_success_and_snapshots(job):
     assert m['fslinks_snapshot_last_success_timestamp_seconds{job="data"}'] == success
     assert m['fslinks_snapshot_snapshots_kept{job="data"}'] == 1
     assert len(json.loads(cli(w, 'list', 'data', '--json').stdout)) == 1
+    # check: the newest snapshot is fresh, but the run after it failed (exit 3, and why).
+    checked = cli(w, 'check', 'data')
+    assert checked.returncode == _jobs.EX_WARN, checked.stdout + checked.stderr
+    assert 'warning: job data: the last run (started ' in checked.stdout and 'no such file' in checked.stdout
+    os.rename(cfg['src'] + '.moved', cfg['src'])
+    assert cli(w, 'run', 'data').returncode == 0
+    assert cli(w, 'check', 'data').returncode == _jobs.EX_OK
+    # A before hook that failed (the role's record-failure) is a failed run too.
+    assert cli(w, 'record-failure', 'data', 'before hook exited 1').returncode == 0
+    hooked = cli(w, 'check', 'data')
+    assert hooked.returncode == _jobs.EX_WARN and 'failed: before hook exited 1' in hooked.stdout
 
 
 def test_busy_job_exits_75(job):

@@ -17,7 +17,7 @@ import pytest
 
 from helpers import loopfs, oracles, trees
 from helpers.processes import Job, cli
-from helpers.snapshots import snapshots
+from helpers.snapshots import leftovers, snapshots
 from helpers.sshd import Sshd
 
 METHOD = {'ext4': 'hardlink', 'xfs': 'reflink', 'btrfs': 'btrfs'}
@@ -88,6 +88,7 @@ def test_pull_is_an_exact_copy_over_several_pulls(sshd, fs, ext4, workdir):
     _ok(cli(job.etc, 'check', job.name))
     assert job.metric('last_run_status') == 1
     assert job.listed() == names
+    assert leftovers(job.dest) == []
 
 
 def test_pull_costs_only_the_changed_blocks(sshd, fs, ext4, workdir):
@@ -153,6 +154,32 @@ def test_same_size_change_within_the_same_second_is_pulled(sshd, ext4, workdir):
     assert (job.dest / snapshots(job.dest)[-1] / 'config').read_text() == 'port=2\n'
 
 
+@pytest.mark.parametrize('method', ['hardlink', 'copy', 'reflink', 'btrfs'])
+def test_forced_pull_methods(sshd, method, xfs, ext4, workdir):
+    """A forced method does what it says on a root that can do it (hardlink and copy on XFS:
+    unchanged files linked or copied anew), and fails before writing where it cannot (btrfs on
+    XFS, reflink on ext4)."""
+    client = workdir(ext4, 'client-') / 'data'
+    client.mkdir()
+    (client / 'same').write_bytes(os.urandom(10000))
+    on = ext4 if method == 'reflink' else xfs
+    job = _pull_job(sshd, workdir(on, 'job-'), client, workdir(on, 'backup-') / 'root', method=method)
+    if method in ('btrfs', 'reflink'):
+        failed = job.run()
+        assert failed.returncode == 1 and 'method %s' % method in failed.stderr, failed.stderr
+        assert snapshots(job.dest) == [] and not (job.dest / '.fslinks-mirror').exists()
+        return
+    _ok(job.run())
+    time.sleep(1.1)
+    (client / 'new').write_text('new\n')
+    _ok(job.run())
+    first, second = snapshots(job.dest)
+    assert oracles.rsync_diff(client, job.dest / second) == []
+    same = [os.stat(job.dest / n / 'same').st_ino for n in (first, second)]
+    assert (same[0] == same[1]) == (method == 'hardlink')
+    assert _record(job.dest, second)['method'] == method
+
+
 def test_pull_check_mode_writes_nothing(sshd, xfs, ext4, workdir):
     """Check mode (hardlink_snapshot --check, the module's door) runs rsync --dry-run: the plan's
     counts, no root, no mirror, no snapshot."""
@@ -186,7 +213,7 @@ def test_unreachable_client_fails_clearly_and_publishes_nothing(sshd, tmp_path, 
     (client / 'a').write_text('a\n')
     own = Sshd(tmp_path / 'own-sshd').start()
     try:
-        job = _pull_job(own, workdir(xfs, 'job-'), client, workdir(xfs, 'backup-') / 'root', max_age=1)
+        job = _pull_job(own, workdir(xfs, 'job-'), client, workdir(xfs, 'backup-') / 'root')
         _ok(job.run())
         own.stop()
         time.sleep(1.5)
@@ -198,11 +225,14 @@ def test_unreachable_client_fails_clearly_and_publishes_nothing(sshd, tmp_path, 
         assert sorted(p.name for p in job.dest.iterdir() if p.name.endswith('.partial')) == []
         assert (job.dest / '.fslinks-mirror' / 'a').read_text() == 'a\n'
         assert job.metric('last_run_status') == 0
-        stale = cli(job.etc, 'check', job.name)
-        assert stale.returncode == 2, stale.stdout
+        warned = cli(job.etc, 'check', job.name)      # the newest is fresh, the last run failed
+        assert warned.returncode == 3, warned.stdout
+        assert 'warning: job data: the last run (started ' in warned.stdout
+        assert 'failed: pull from root@127.0.0.1:%s failed: rsync exited' % client in warned.stdout
         own.start()
         _ok(job.run())
         assert len(snapshots(job.dest)) == 2
+        _ok(cli(job.etc, 'check', job.name))
     finally:
         own.stop()
 
@@ -256,6 +286,29 @@ def test_killed_pull_publishes_nothing_and_the_next_completes(sshd, kind, ext4, 
     assert len(names) == 1
     assert oracles.rsync_diff(client, job.dest / names[0]) == []
     assert not [p for p in job.dest.iterdir() if p.name.endswith('.partial')]
+
+
+def test_files_vanishing_during_a_pull_are_a_warning(sshd, xfs, ext4, workdir):
+    """A file deleted on the client while the pull runs (rsync exit 24) leaves the snapshot
+    without it, published, with a warning in the log, the record and the metrics."""
+    client = workdir(ext4, 'client-') / 'data'
+    client.mkdir()
+    for name in ('f1', 'f2', 'f3'):
+        (client / name).write_bytes(os.urandom(1 << 20))
+    job = _pull_job(sshd, workdir(xfs, 'job-'), client, workdir(xfs, 'backup-') / 'root', bwlimit=1000)
+    run = job.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (job.dest / '.fslinks-mirror' / 'f1').exists():
+        time.sleep(0.05)
+    (client / 'f3').unlink()        # listed already, not sent yet
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, out + err
+    assert 'vanished' in err
+    name = snapshots(job.dest)[-1]
+    assert sorted(p.name for p in (job.dest / name).iterdir()) == ['f1', 'f2']
+    record = _record(job.dest, name)
+    assert record['rsync']['exit'] == 24 and 'vanished' in record['rsync']['warnings'][0]
+    assert job.metric('warnings') == 1 and job.metric('last_run_status') == 1
 
 
 def _used_by(path):

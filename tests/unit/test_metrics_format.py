@@ -134,9 +134,10 @@ results = st.one_of(st.none(), st.fixed_dictionaries({}, optional={
 errors = st.one_of(st.none(), st.builds(RuntimeError, st.text(max_size=20)))
 
 
-@given(job_names, results, times, st.floats(0, 1e6, allow_nan=False), errors, times)
-def test_every_rendering_is_valid_and_says_what_happened(job, result, started, duration, error, last_success):
-    text = _jobs.render_metrics(job, result, started, duration, error, last_success)
+@given(job_names, results, times, st.floats(0, 1e6, allow_nan=False), errors, times, st.none() | counts)
+def test_every_rendering_is_valid_and_says_what_happened(job, result, started, duration, error, last_success,
+                                                         max_age):
+    text = _jobs.render_metrics(job, result, started, duration, error, last_success, max_age)
     samples = parse(text)
     m = 'fslinks_snapshot_'
     assert all(dict(labels).get('job') == job for _name, labels in samples)
@@ -158,6 +159,9 @@ def test_every_rendering_is_valid_and_says_what_happened(job, result, started, d
     assert value('skipped_entries') == stats.get('skipped', 0)
     room = (result or {}).get('space')
     extra = 0
+    if max_age is not None:
+        assert value('max_age_seconds') == max_age
+        extra += 1
     if result is not None:
         assert value('warnings') == len(result.get('warnings') or [])
         extra += 1
