@@ -68,7 +68,7 @@ build-check: setup
 
 # Each scenario on its own containers and loop filesystems (scripts/molecule.sh sets up the
 # Docker daemon and images through scripts/testbed.sh and always tears its run down).
-MOLECULE_SCENARIOS ?= default modules
+MOLECULE_SCENARIOS ?= default modules pull
 molecule: setup
 	@rc=0; \
 	for s in $(MOLECULE_SCENARIOS); do scripts/molecule.sh "$$s" test || rc=1; done; \

@@ -9,11 +9,13 @@
 #      (fslinks-debian:{systemd,cron} for --exec);
 #   2. three loop filesystems made and mounted on the host (ext4, XFS with reflink=1, btrfs with
 #      user_subvol_rm_allowed), each with a `src` (a subvolume on btrfs, a directory elsewhere),
-#      and DATA/src for each platform that sets `data: DATA` (a folder of its disk, not the whole);
-#      molecule/shared/create.yml bind-mounts each into its container at /data;
+#      and DATA/src for each platform that sets `data: DATA` (a folder of its disk, not the whole)
+#      and for each of its `disks`; molecule/shared/create.yml bind-mounts each into its container
+#      (at /data, or the disk's target);
 #   3. `molecule test -s SCENARIO` (or the command given) on a copy of the collection taken at
 #      the start, so edits to the checkout during the run do not change what is tested;
-#   4. always, also after a failure, Ctrl-C or kill: removes this run's containers (by label),
+#   4. always, also after a failure, Ctrl-C or kill: removes this run's containers and networks
+#      (by label),
 #      unmounts the filesystems, detaches the loop devices and deletes the images.
 # Leftovers of runs that were killed with SIGKILL are cleaned at the start of the next run.
 #
@@ -54,7 +56,8 @@ fi
 [[ $(id -u) -eq 0 ]] || die "needs root (loop devices, mount, docker)"
 [[ -x $ROOT/.venv/bin/molecule ]] || die "no molecule in .venv: run scripts/setup.sh (make setup)"
 
-# The scenario's platforms, one line each: IMAGE FS [DATA].
+# The scenario's platforms, one line each: IMAGE FS [DATA], and "- FS DATA" for each of its
+# extra disks.
 PLATFORMS=()
 if ((!EXEC)); then
     mapfile -t PLATFORMS < <(python - "$ROOT/molecule/$SCENARIO/molecule.yml" <<'EOF'
@@ -62,13 +65,15 @@ import sys
 import yaml
 for p in yaml.safe_load(open(sys.argv[1]))['platforms']:
     print(p['image'], p['fs'], p.get('data', ''))
+    for d in p.get('disks', ()):  # more folders of the disks (molecule/shared/create.yml)
+        print('-', d['fs'], d['data'])
 EOF
 )
     ((${#PLATFORMS[@]})) || die "no platforms in molecule/$SCENARIO/molecule.yml"
 fi
 # Only the images this scenario runs: each suite costs a debootstrap on a fresh machine.
 # shellcheck disable=SC2046  # one word per image
-"$ROOT/scripts/testbed.sh" $(printf '%s\n' "${PLATFORMS[@]}" | awk 'NF {print $1}' | sort -u)
+"$ROOT/scripts/testbed.sh" $(printf '%s\n' "${PLATFORMS[@]}" | awk 'NF && $1 != "-" {print $1}' | sort -u)
 
 # --- teardown of one run folder (ours at exit, or a dead run's) ----------------------------
 teardown() {  # RUNDIR
@@ -78,6 +83,11 @@ teardown() {  # RUNDIR
     if [[ -n $ids ]]; then
         # shellcheck disable=SC2086
         docker rm -f -v $ids >/dev/null 2>&1 || true
+    fi
+    ids=$(docker network ls -q --filter "label=fslinks.molecule.run=$run" 2>/dev/null || true)
+    if [[ -n $ids ]]; then
+        # shellcheck disable=SC2086
+        docker network rm $ids >/dev/null 2>&1 || true
     fi
     for fs in "${FILESYSTEMS[@]}"; do
         if mountpoint -q "$dir/$fs" 2>/dev/null; then
@@ -165,6 +175,7 @@ for platform in "${PLATFORMS[@]}"; do
     read -r _image fs data <<<"$platform"
     [[ -n $data ]] || continue
     [[ $data =~ ^[a-z0-9][a-z0-9-]*$ ]] || die "bad data folder '$data' in molecule/$SCENARIO/molecule.yml"
+    [[ -d $RUNDIR/$fs/$data ]] && continue   # a platform and a disk of another may share one
     mkdir "$RUNDIR/$fs/$data"
     if [[ $fs == btrfs ]]; then
         btrfs -q subvolume create "$RUNDIR/$fs/$data/src" >/dev/null

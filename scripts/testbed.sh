@@ -4,7 +4,9 @@
 #   2. a Docker daemon (an already running one is left alone),
 #   3. the base images, built from Debian packages with debootstrap + `docker import` (no
 #      registry), one per Debian suite and kind, tagged fslinks-debian:SUITE-KIND: KIND systemd
-#      boots systemd as PID 1, cron runs cron. The default suite's are also fslinks-debian:KIND.
+#      boots systemd as PID 1, cron runs cron, sshd is systemd with OpenSSH's server enabled
+#      (host keys made at each container's first boot, never shared by an image's containers).
+#      The default suite's are also fslinks-debian:KIND.
 #      An image is rebuilt only when its tag is missing or its recipe changed (label); missing
 #      ones are built two at a time.
 #
@@ -37,7 +39,7 @@ declare -A WANT=()
 for image in "$@"; do
     image=${image#fslinks-debian:}
     [[ $image == *-* ]] || image=$DEFAULT_SUITE-$image
-    [[ $image =~ ^[a-z]+-(systemd|cron)$ ]] || die "no such image: $image (KIND or SUITE-KIND, KIND systemd or cron)"
+    [[ $image =~ ^[a-z]+-(systemd|cron|sshd)$ ]] || die "no such image: $image (KIND or SUITE-KIND, KIND systemd, cron or sshd)"
     WANT[$image]=1
 done
 
@@ -95,7 +97,15 @@ COMMON=python3,rsync,e2fsprogs,btrfs-progs,acl,attr,procps,findutils
 declare -A IMAGE_PKGS=(
     [systemd]="$COMMON,systemd,systemd-sysv,dbus"
     [cron]="$COMMON,cron"
+    # molecule/pull: a backup server and its clients (ssh, sshd and rrsync, shipped with rsync;
+    # iproute2 for the network facts that give the server's address).
+    [sshd]="$COMMON,systemd,systemd-sysv,dbus,openssh-server,iproute2"
 )
+# What the sshd kind changes after debootstrap (in the recipe hash: a change rebuilds only it).
+# openssh-server's postinst made host keys: removed, so that each container makes its own at boot
+# (ssh-keygen -A before sshd's own config test). pam_loginuid cannot write the loginuid in a
+# container (no CAP_AUDIT_CONTROL): optional, or every login is closed at once.
+SSHD_RECIPE='rm -f /etc/ssh/ssh_host_*; ssh.service.d/hostkeys.conf: ExecStartPre=ssh-keygen -A; pam_loginuid optional'
 # Units that cannot work (or make no sense) in a container; masked so that
 # `systemctl is-system-running --wait` reports "running", not "degraded".
 MASK_UNITS=(
@@ -109,7 +119,9 @@ MASK_UNITS=(
 RECIPE_VERSION=1   # bump when the build below changes in a way the hash cannot see
 
 recipe_hash() {  # SUITE KIND -> hash of everything that defines the image
-    printf '%s\n' "$RECIPE_VERSION" "$1" "$2" "${IMAGE_PKGS[$2]}" "${MASK_UNITS[*]}" \
+    # (The sshd steps only for sshd: the other images keep their hash, so nothing rebuilds them.)
+    { printf '%s\n' "$RECIPE_VERSION" "$1" "$2" "${IMAGE_PKGS[$2]}" "${MASK_UNITS[*]}"
+      if [[ $2 == sshd ]]; then printf '%s\n' "$SSHD_RECIPE"; fi; } \
         | sha256sum | cut -c1-16
 }
 
@@ -159,7 +171,18 @@ build_image() {  # SUITE KIND
         --change "LABEL fslinks.testbed.recipe=$want"
         --change 'WORKDIR /'
     )
-    if [[ $kind == systemd ]]; then
+    if [[ $kind == sshd ]]; then
+        rm -f "$rootfs"/etc/ssh/ssh_host_*
+        mkdir -p "$rootfs/etc/systemd/system/ssh.service.d"
+        printf '%s\n' '[Service]' 'ExecStartPre=' 'ExecStartPre=/usr/bin/ssh-keygen -A' \
+            'ExecStartPre=/usr/sbin/sshd -t' >"$rootfs/etc/systemd/system/ssh.service.d/hostkeys.conf"
+        sed -i -E 's/^(session\s+)required(\s+pam_loginuid\.so)/\1optional\2/' "$rootfs/etc/pam.d/sshd"
+        grep -Eq '^session\s+optional\s+pam_loginuid\.so' "$rootfs/etc/pam.d/sshd" \
+            || die "$tag: no pam_loginuid line to make optional in /etc/pam.d/sshd"
+        [[ -e $rootfs/etc/systemd/system/multi-user.target.wants/ssh.service ]] \
+            || die "$tag: openssh-server did not enable ssh.service"
+    fi
+    if [[ $kind == systemd || $kind == sshd ]]; then
         for u in "${MASK_UNITS[@]}"; do
             ln -sf /dev/null "$rootfs/etc/systemd/system/$u"
         done

@@ -15,8 +15,9 @@ from ansible_collections.fslinks.snapshots.plugins.module_utils._errors import B
 from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request
 
 ROLE = Path(__file__).resolve().parents[2] / 'roles' / 'snapshot_jobs'
-# Per-job settings of the role that the engine never sees (the schedule, hooks, sandbox).
-ROLE_ONLY = {'cron', 'randomized_delay', 'state', 'before', 'after', 'sandbox'}
+# Per-job settings of the role that the engine never sees (the schedule, hooks, sandbox, and for a
+# pull the inventory host the role sets up as the client, or the host key given for one outside it).
+ROLE_ONLY = {'cron', 'randomized_delay', 'state', 'before', 'after', 'sandbox', 'client', 'host_key'}
 # Job keys the role fills itself: metrics_dir from snapshot_jobs_metrics_dir, for every job.
 ROLE_FILLS = {'metrics_dir'}
 # Job keys whose default the role decides (a schedule for timers, max_age from the schedule).
