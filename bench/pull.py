@@ -1,0 +1,681 @@
+# Copyright: fslinks.snapshots contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pull benchmark (issue 11): daily pulls over ssh, ours against rsnapshot's method.
+
+A client tree on its own loop ext4 (one IMAGE file of random data plus FILES small files from
+bench/_treegen.py) is pulled DAYS times over a real, private sshd on 127.0.0.1 (tests/helpers/
+sshd.py: its own host key, the client key forced to `fslinks-snapshot serve TREE`, as the role
+sets it up).  Before every pull but the first, 1 % of the image's blocks (scattered 4..64 KiB
+pieces, 4 KiB aligned, never overlapping) and 1 % of the small files (rewritten whole) change,
+with an mtime a day later; the bytes changed are counted exactly.
+
+Per backup filesystem (a fresh loop XFS reflink=1, btrfs or ext4), interleaved day by day (the
+order flips every day):
+  ours       `fslinks-snapshot run JOB` (the CLI process whole: rsync + snapshot + record +
+             metrics), its rsync through a tiny bash wrapper that logs when rsync ran, so that
+             its wall time splits into before rsync / rsync / after rsync;
+  rsnapshot  `rsync -a --delete --numeric-ids --link-dest=PREVIOUS` into a new tree (rsnapshot's
+             method with its default arguments), same ssh command, same key, same forced command.
+After each pull the filesystem is flushed (sync -f, timed apart) and its statvfs "used" read.
+Chain space: allocated extents of every file of a chain counted once (the engine's
+`_inspect.usage`, what `fslinks-snapshot du --json` reports as total_bytes; hard links and shared
+extents once), after the first and the last day; statvfs deltas are reported beside it (XFS's
+count includes CoW blocks reserved ahead).  Then the "unchanged tree" rounds: ours, a bare
+`rsync -a` of the unchanged tree into an up-to-date copy (rsnapshot's last tree) and rsnapshot's
+method, interleaved, after one warm-up round; the median of per-round ratios.
+
+Results: bench/results/pull-STAMP.json (+ pull-latest.json) and docs/benchmarks-pull.md.
+Needs root (loop devices, sshd).  Examples:
+  make bench-pull                                              # 1 GiB + 20,000 files, 10 days, 3 fs
+  make bench-pull BENCH_PULL_ARGS='--image-size 64M --files 2000 --days 3 --fs xfs'   # < 1 min
+  .venv/bin/python bench/pull.py --report-only bench/results/pull-latest.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# pylint: disable=wrong-import-position
+import _common  # noqa: E402
+import _treegen  # noqa: E402
+from _common import ROOT, check, fsutil, run_timed, syncfs  # noqa: E402
+
+COLLECTIONS = ROOT / '.collections'
+for _p in (str(ROOT / 'tests'), str(COLLECTIONS)):   # the tests' sshd helper; the engine's own counters
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+from helpers.sshd import SSHD, Sshd  # noqa: E402
+from ansible_collections.fslinks.snapshots.plugins.module_utils import _inspect, _pull, _snapshot  # noqa: E402
+
+ALL_FS = ('xfs', 'ext4', 'btrfs')
+METHOD = {'xfs': 'reflink', 'btrfs': 'btrfs', 'ext4': 'hardlink'}
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+BLOCK = 4 * KiB
+SLOT = 64 * KiB             # the image is cut in 64 KiB slots; a day's pieces take distinct ones
+SPACE_TARGET = 1.1          # chain on XFS and btrfs <= 1.1 x (first copy + bytes changed)
+UNCHANGED_TARGET = 1.1      # a pull of an unchanged tree <= 1.1 x a bare rsync -a of it
+JOB = 'pull'
+IMAGE = 'image.raw'
+CLI = '''import sys
+sys.path.insert(0, %r)
+from ansible_collections.fslinks.snapshots.plugins.module_utils._jobs import main
+sys.exit(main())
+'''
+# Ours' rsync runs through this: one bash exec more, and a line "start end rc" per rsync run.
+WRAPPER = '''#!/bin/bash
+s=$EPOCHREALTIME
+%s "$@"
+rc=$?
+echo "$s $EPOCHREALTIME $rc" >>"$FSLINKS_BENCH_RSYNC_LOG"
+exit $rc
+'''
+
+
+def log(msg):
+    print('[bench-pull %s] %s' % (time.strftime('%H:%M:%S'), msg), flush=True)
+
+
+def size_arg(text):
+    return fsutil.parse_size(text)
+
+
+# ---------------------------------------------------------------- the client tree and its days
+
+def make_tree(data, image_size, files, seed, scale):
+    """DATA/image.raw (IMAGE_SIZE seeded random bytes) and DATA/small (bench/_treegen.py)."""
+    data.mkdir()
+    (data / 'small').mkdir()
+    summary = _treegen.generate(data / 'small', files, seed=seed, scale=scale)
+    rng = random.Random(seed ^ 0x1a6e)
+    with open(data / IMAGE, 'wb') as f:
+        left = image_size
+        while left:
+            n = min(left, MiB)
+            f.write(rng.randbytes(n))
+            left -= n
+    ns = _treegen.T0 * 10**9
+    os.utime(data / IMAGE, ns=(ns, ns))
+    summary['image_bytes'] = image_size
+    return summary
+
+
+def _candidates(small):
+    """Non-empty regular files of the small tree, one name per inode, sorted (deterministic)."""
+    seen, out = set(), []
+    for rel in _treegen.regular_files(small):
+        st = os.lstat(os.path.join(small, rel))
+        if st.st_size and st.st_ino not in seen:
+            seen.add(st.st_ino)
+            out.append((rel, st.st_size))
+    return out
+
+
+def change_day(data, day, seed, share=0.01):
+    """Day DAY's change: SHARE of the image's bytes in scattered 4..64 KiB pieces and SHARE of the
+    small files rewritten whole, all with an mtime DAY days after the tree's; exact byte counts."""
+    rng = random.Random(seed * 1000003 + day)
+    ns = (_treegen.CHANGED_MTIME + day * 86400) * 10**9 + rng.randrange(10**9)
+    image = data / IMAGE
+    size = image.stat().st_size
+    target = max(BLOCK, int(size * share) // BLOCK * BLOCK)
+    pieces, total = [], 0
+    while total < target:
+        n = min(rng.randrange(1, SLOT // BLOCK + 1) * BLOCK, target - total)
+        pieces.append(n)
+        total += n
+    pieces = pieces[:size // SLOT]
+    slots = sorted(rng.sample(range(size // SLOT), len(pieces)))
+    fd = os.open(image, os.O_WRONLY)
+    try:
+        for slot, n in zip(slots, pieces):
+            os.pwrite(fd, rng.randbytes(n), slot * SLOT + rng.randrange((SLOT - n) // BLOCK + 1) * BLOCK)
+    finally:
+        os.close(fd)
+    os.utime(image, ns=(ns, ns))
+    small = data / 'small'
+    cands = _candidates(small)
+    nfiles = len(_treegen.regular_files(small))
+    chosen = rng.sample(cands, min(len(cands), max(1, round(nfiles * share))))
+    small_bytes = small_blocks = 0
+    for rel, n in chosen:
+        fd = os.open(small / rel, os.O_WRONLY)
+        try:
+            os.pwrite(fd, rng.randbytes(n), 0)
+        finally:
+            os.close(fd)
+        os.utime(small / rel, ns=(ns, ns))
+        small_bytes += n
+        small_blocks += -(-n // BLOCK) * BLOCK
+    return {'day': day, 'image_bytes': sum(pieces), 'image_pieces': len(pieces), 'small_files': len(chosen),
+            'small_bytes': small_bytes, 'small_block_bytes': small_blocks,
+            'bytes': sum(pieces) + small_bytes, 'block_bytes': sum(pieces) + small_blocks}
+
+
+# ---------------------------------------------------------------- measuring space
+
+def used_bytes(mnt):
+    st = os.statvfs(mnt)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def extents(root, names):
+    """Allocated bytes of the trees ROOT/NAME..., every extent (and hard-linked inode) once."""
+    syncfs(root)
+    t0 = time.perf_counter()
+    use = _inspect.usage(str(root), names=list(names))
+    return {'bytes': use['total_bytes'], 'trees': len(names), 'estimate': use['estimate'],
+            'reasons': use.get('reasons', []), 'seconds': round(time.perf_counter() - t0, 2)}
+
+
+def ours_trees(root):
+    """Everything our root holds: the snapshots and the mirror."""
+    return sorted(n for n in os.listdir(root) if (root / n).is_dir() and not (root / n).is_symlink())
+
+
+# ---------------------------------------------------------------- one backup filesystem
+
+class Stage:
+    """One backup filesystem: ours and rsnapshot's chains side by side, pulled from CLIENT."""
+
+    def __init__(self, kind, mnt, wd, sshd, data, frozen):
+        self.kind, self.mnt, self.sshd, self.data = kind, mnt, sshd, data
+        self.remote = sshd.remote(data)
+        self.root = mnt / 'ours'
+        self.rsnap = mnt / 'rsnapshot'
+        self.rsnap.mkdir()
+        self.etc = wd / ('etc-' + kind)
+        self.etc.mkdir()
+        cfg = dict(name=JOB, src=self.remote, dest=str(self.root), metrics_dir=str(self.etc), **sshd.job_options())
+        (self.etc / (JOB + '.json')).write_text(json.dumps(cfg))
+        self.cli = [sys.executable, '-c', CLI % str(frozen), '--config-dir', str(self.etc)]
+        check(run_timed(self.cli + ['init', JOB], rss=False), 'init')
+        self.ssh_e = _pull.ssh_command(_snapshot.Request(self.remote, str(self.root), **sshd.job_options()))
+        wrap = wd / 'wrap'
+        if not (wrap / 'rsync').exists():
+            wrap.mkdir(exist_ok=True)
+            (wrap / 'rsync').write_text(WRAPPER % _common.which('rsync'))
+            (wrap / 'rsync').chmod(0o755)
+        self.rsync_log = wd / ('rsync-%s.log' % kind)
+        self.env = dict(os.environ, PATH='%s:%s' % (wrap, os.environ.get('PATH', '')),
+                        FSLINKS_BENCH_RSYNC_LOG=str(self.rsync_log))
+        self.rsnap_days = []
+
+    def _flushed(self, before, t, extra):
+        sync_s = syncfs(self.mnt)
+        extra.update(seconds=round(t.seconds, 4), sync_seconds=round(sync_s, 4), cpu_seconds=round(t.cpu, 4),
+                     statvfs_delta=used_bytes(self.mnt) - before)
+        return extra
+
+    def ours(self):
+        before = used_bytes(self.mnt)
+        with open(self.rsync_log, 'w', encoding='ascii'):
+            pass
+        wall0 = time.time()
+        t = check(run_timed(self.cli + ['run', JOB], env=self.env, rss=False), 'fslinks-snapshot run')
+        runs = [ln.split() for ln in self.rsync_log.read_text().splitlines() if ln.strip()]
+        rsync_s = sum(float(e) - float(s) for s, e, _rc in runs)
+        pre = float(runs[0][0]) - wall0 if runs else None
+        names = [n for n in ours_trees(self.root) if not n.startswith('.')]
+        record = json.loads((self.root / (names[-1] + '.json')).read_text())
+        rs = record.get('rsync') or {}
+        out = {'snapshot': names[-1], 'method': record.get('method'), 'rsync_runs': len(runs),
+               'rsync_seconds': round(rsync_s, 4), 'before_rsync_seconds': round(pre, 4) if pre is not None else None,
+               'rsync': {k: rs.get(k) for k in ('files_transferred', 'literal_bytes', 'matched_bytes', 'sent_bytes',
+                                                'received_bytes', 'reg', 'exit')},
+               'changed_files': record.get('changed_files'), 'stats': record.get('stats')}
+        out = self._flushed(before, t, out)
+        out['after_rsync_seconds'] = round(t.seconds - rsync_s - (pre or 0), 4)
+        return out
+
+    def rsync(self, target, link_dest=None, bare=False, stats=False):
+        argv = ['rsync', '-a'] + ([] if bare else ['--delete', '--numeric-ids']) + ['-e', self.ssh_e]
+        argv += (['--link-dest=%s' % link_dest] if link_dest else []) + (['--stats'] if stats else [])
+        argv += [self.remote + '/', str(target) + '/']
+        before = used_bytes(self.mnt)
+        t = check(run_timed(argv, env=dict(os.environ, LC_ALL='C'), rss=False), ' '.join(argv))
+        out = {'tree': target.name}
+        if stats:
+            found = re.search(r'Number of regular files transferred: ([0-9,]+)', t.stdout)
+            out['files_transferred'] = int(found.group(1).replace(',', '')) if found else None
+        return self._flushed(before, t, out)
+
+    def rsnapshot(self, name, stats=False):
+        prev = self.rsnap / self.rsnap_days[-1] if self.rsnap_days else None
+        out = self.rsync(self.rsnap / name, link_dest=prev, stats=stats)
+        self.rsnap_days.append(name)
+        return out
+
+    def bare(self, stats=False):
+        return self.rsync(self.rsnap / self.rsnap_days[-1], bare=True, stats=stats)
+
+    def verify(self):
+        """Both newest copies against the client: a local rsync -ani (quick check: sizes, times,
+        modes, owners) finds nothing, and the image is the same byte for byte."""
+        newest = [n for n in ours_trees(self.root) if not n.startswith('.')][-1]
+        out = {}
+        for who, tree in (('ours', self.root / newest), ('rsnapshot', self.rsnap / self.rsnap_days[-1])):
+            found = subprocess.run(['rsync', '-ani', '--delete', '--numeric-ids', str(self.data) + '/', str(tree) + '/'],
+                                   capture_output=True, text=True, check=True).stdout.split('\n')
+            out[who + '_differences'] = [ln for ln in found if ln.strip()][:20]
+            out[who + '_image_identical'] = subprocess.run(['cmp', '-s', str(self.data / IMAGE), str(tree / IMAGE)],
+                                                           check=False).returncode == 0
+        out['exact'] = not out['ours_differences'] and not out['rsnapshot_differences'] and \
+            out['ours_image_identical'] and out['rsnapshot_image_identical']
+        return out
+
+    def space(self):
+        ours = extents(self.root, ours_trees(self.root))
+        rsnap = extents(self.rsnap, self.rsnap_days)
+        return {'ours': ours, 'rsnapshot': rsnap, 'statvfs_used': used_bytes(self.mnt)}
+
+
+def backup_size(first, args):
+    """Sparse loop image for one filesystem: rsnapshot's chain (a whole image a day) twice over
+    (ours on ext4 is the same method), headroom for metadata."""
+    per_day = args.image_size + first * args.share
+    chain = first + (args.days - 1) * per_day
+    return int(2.2 * chain) + GiB
+
+
+def bench_fs(kind, args, wd, own, sshd, data, first, frozen, out):
+    size = backup_size(first, args)
+    log('%s: loop filesystem of %.1f GiB (sparse)' % (kind, size / GiB))
+    stage = {'fs': kind, 'method': METHOD[kind], 'image_size': size, 'days': [], 'unchanged': []}
+    out['stages'].append(stage)
+    with fsutil.make_loop_fs(kind, size, wd, name='backup-' + kind) as mnt:
+        st = Stage(kind, mnt, own, sshd, data, frozen)
+        base = used_bytes(mnt)
+        stage['statvfs_base'] = base
+        for day in range(1, args.days + 1):
+            change = change_day(data, day, args.seed, args.share) if day > 1 else None
+            order = ('ours', 'rsnapshot') if day % 2 else ('rsnapshot', 'ours')
+            row = {'day': day, 'change': change, 'order': list(order)}
+            for who in order:
+                row[who] = st.ours() if who == 'ours' else st.rsnapshot('day.%02d' % day)
+            if day == 1:
+                stage['space_day1'] = st.space()
+            stage['days'].append(row)
+            log('  %s day %2d: changed %s; ours %.2fs (rsync %.2fs), rsnapshot %.2fs' % (
+                kind, day, _mib(change['bytes']) if change else 'first copy', row['ours']['seconds'],
+                row['ours']['rsync_seconds'], row['rsnapshot']['seconds']))
+        stage['space'] = st.space()
+        stage['statvfs_used_end'] = used_bytes(mnt)
+        stage['verify'] = st.verify()
+        log('  %s after day %d: chain %s ours, %s rsnapshot; copies exact: %s' % (
+            kind, args.days, _g(stage['space']['ours']['bytes']), _g(stage['space']['rsnapshot']['bytes']),
+            stage['verify']['exact']))
+        contenders = ['ours', 'bare', 'rsnapshot']
+        for rnd in range(args.warmup + args.unchanged_rounds):
+            warm = rnd < args.warmup
+            order = contenders[rnd % 3:] + contenders[:rnd % 3]
+            row = {'round': rnd - args.warmup + 1, 'warmup': warm, 'order': order}
+            for who in order:
+                if who == 'ours':
+                    row[who] = st.ours()
+                elif who == 'bare':
+                    row[who] = st.bare(stats=warm)
+                else:
+                    row[who] = st.rsnapshot('unchanged.%02d' % (rnd + 1), stats=warm)
+            row['ratio'] = round(row['ours']['seconds'] / row['bare']['seconds'], 4)
+            stage['unchanged'].append(row)
+            log('  %s unchanged %s: ours %.3fs (rsync %.3fs), bare rsync -a %.3fs, rsnapshot %.3fs: %.2fx' % (
+                kind, 'warm-up' if warm else 'round %d' % row['round'], row['ours']['seconds'],
+                row['ours']['rsync_seconds'], row['bare']['seconds'], row['rsnapshot']['seconds'], row['ratio']))
+    summarize(stage, out['client'])
+    out['targets'] = targets(out)
+    write_json(args, out)       # after each filesystem: a run cut short keeps what it measured
+    write_md(args, out)
+
+
+def _mib(n):
+    return '%.1f MiB' % (n / MiB)
+
+
+# ---------------------------------------------------------------- summary and targets
+
+def _med(values):
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 4) if values else None
+
+
+def summarize(stage, client):
+    days = stage['days']
+    changed = sum(d['change']['bytes'] for d in days if d['change'])
+    first = client['first_copy_bytes']
+    later = days[1:]
+    s = {'bytes_changed': changed, 'block_bytes_changed': sum(d['change']['block_bytes'] for d in later),
+         'first_copy_bytes': first, 'expected_bytes': first + changed,
+         'ours_chain_bytes': stage['space']['ours']['bytes'], 'rsnapshot_chain_bytes': stage['space']['rsnapshot']['bytes'],
+         'ours_statvfs_bytes': sum(d['ours']['statvfs_delta'] for d in days),
+         'rsnapshot_statvfs_bytes': sum(d['rsnapshot']['statvfs_delta'] for d in days),
+         'ours_first_seconds': days[0]['ours']['seconds'], 'rsnapshot_first_seconds': days[0]['rsnapshot']['seconds']}
+    s['ours_space_ratio'] = round(s['ours_chain_bytes'] / s['expected_bytes'], 4)
+    s['rsnapshot_space_ratio'] = round(s['rsnapshot_chain_bytes'] / s['expected_bytes'], 4)
+    if later:
+        for key in ('seconds', 'rsync_seconds', 'before_rsync_seconds', 'after_rsync_seconds', 'sync_seconds'):
+            s['ours_daily_%s_median' % key] = _med([d['ours'].get(key) for d in later])
+        s['rsnapshot_daily_seconds_median'] = _med([d['rsnapshot']['seconds'] for d in later])
+        s['rsnapshot_daily_sync_seconds_median'] = _med([d['rsnapshot']['sync_seconds'] for d in later])
+        s['daily_ratio_median'] = _med([d['ours']['seconds'] / d['rsnapshot']['seconds'] for d in later])
+        s['daily_ratio_with_sync_median'] = _med([
+            (d['ours']['seconds'] + d['ours']['sync_seconds']) / (d['rsnapshot']['seconds'] + d['rsnapshot']['sync_seconds'])
+            for d in later])
+    timed = [r for r in stage['unchanged'] if not r['warmup']]
+    if timed:
+        s['unchanged_ratio_median'] = _med([r['ratio'] for r in timed])
+        s['unchanged_ratio_min'] = min(r['ratio'] for r in timed)
+        s['unchanged_ratio_max'] = max(r['ratio'] for r in timed)
+        for who in ('ours', 'bare', 'rsnapshot'):
+            s['unchanged_%s_median' % who] = _med([r[who]['seconds'] for r in timed])
+        for key in ('rsync_seconds', 'before_rsync_seconds', 'after_rsync_seconds'):
+            s['unchanged_ours_%s_median' % key] = _med([r['ours'][key] for r in timed])
+        s['unchanged_ours_rsync_ratio_median'] = _med([r['ours']['rsync_seconds'] / r['bare']['seconds'] for r in timed])
+    stage['summary'] = s
+
+
+def targets(data):
+    out = []
+    for st in data['stages']:
+        s = st['summary']
+        if st['fs'] in ('xfs', 'btrfs'):
+            out.append({'name': 'chain space on %s <= %.1fx (first copy + bytes changed)' % (st['fs'], SPACE_TARGET),
+                        'fs': st['fs'], 'value': s['ours_space_ratio'],
+                        'status': 'PASS' if s['ours_space_ratio'] <= SPACE_TARGET else 'MISS'})
+        if 'unchanged_ratio_median' in s:
+            out.append({'name': 'unchanged-tree pull on %s <= %.1fx bare rsync -a' % (st['fs'], UNCHANGED_TARGET),
+                        'fs': st['fs'], 'value': s['unchanged_ratio_median'],
+                        'status': 'PASS' if s['unchanged_ratio_median'] <= UNCHANGED_TARGET else 'MISS'})
+    return out
+
+
+# ---------------------------------------------------------------- the report
+
+def _g(n):
+    return '%.2f GiB' % (n / GiB) if abs(n) >= GiB else '%.1f MiB' % (n / MiB)
+
+
+def _s(x):
+    return '-' if x is None else '%.2f s' % x
+
+
+def render(data):
+    meta, client = data['meta'], data['client']
+    host = meta['host']
+    lines = [
+        '<!-- Generated by bench/pull.py (make bench-pull); do not edit by hand. -->',
+        '# Benchmark: daily pulls over ssh',
+        '',
+        'Issue 11, item 4. %d daily pulls of a client tree (one %s image file of random data, 1 %% of '
+        'its blocks rewritten each day in scattered 4-64 KiB pieces; %d small files from '
+        '`bench/_treegen.py`, 1 %% of them rewritten whole each day; every change with an mtime a day '
+        'later), over a real sshd on 127.0.0.1, onto loop XFS (reflink=1), btrfs and ext4: **ours** '
+        '(`fslinks-snapshot run`, the whole CLI run) against **rsnapshot\'s method** (`rsync -a --delete '
+        '--numeric-ids --link-dest=PREVIOUS` into a new tree), interleaved day by day, order flipped '
+        'every day.' % (meta['days'], _g(meta['image_size']), meta['files']),
+        '',
+        '- Host: %s, %s CPUs (shared with other work: timings are noisy), kernel %s, load average '
+        '%.1f at the start and %.1f at the end.' % (
+            host.get('cpu_model', '?'), host.get('cpus'), host.get('kernel'), host['loadavg_start'][0],
+            host.get('loadavg_end', [0])[0]),
+        '- Transport: `%s`, `%s`, cipher %s; the client key is forced to `fslinks-snapshot serve TREE` '
+        '(then `rrsync -ro`) for every contender alike, so transport costs the same for all.' % (
+            meta['rsync_version'], meta['ssh_version'], meta.get('cipher') or '?'),
+        '- Client tree on its own loop ext4: %d regular file names (%d hard links), %d symlinks, %d '
+        'directories, %s of small files + the %s image; first copy (allocated, hard links once) %s.' % (
+            client['files'], client['hardlinks'], client['symlinks'], client['dirs'], _g(client['bytes']),
+            _g(meta['image_size']), _g(client['first_copy_bytes'])),
+        '- Engine %s (module_utils sha256 %s), run %s, %.0f s in all. Raw JSON: `bench/results/pull-%s.json`.' % (
+            host.get('git_commit', '?'), meta['engine_sha256'][:12], meta['stamp'], meta.get('seconds', 0),
+            meta['stamp']),
+        '',
+        '## Targets',
+        '',
+        '| target | measured | status |',
+        '|---|---|---|',
+    ]
+    for t in data['targets']:
+        lines.append('| %s | %.3fx | **%s** |' % (t['name'], t['value'], t['status']))
+    lines += ['', 'Chain space is counted from allocated extents (each extent and each hard-linked inode once: '
+              '`fslinks-snapshot du --json` total_bytes), for ours the snapshots and the mirror '
+              '(`.fslinks-mirror`), for rsnapshot\'s method its trees; "bytes changed" are the exact bytes '
+              'the days rewrote. statvfs "used" growth is shown too; on XFS it also holds CoW blocks reserved '
+              'ahead and reclaimed later, so it is not what the target is judged by.', '',
+              '## Chain space after %d pulls' % meta['days'], '',
+              '| fs | method | first copy + changed | ours (extents) | ours / expected | ours (statvfs) '
+              '| rsnapshot (extents) | rsnapshot / expected | rsnapshot (statvfs) |',
+              '|---|---|---|---|---|---|---|---|---|']
+    for st in data['stages']:
+        s = st['summary']
+        lines.append('| %s | %s | %s + %s = %s | %s | %.3fx | %s | %s | %.3fx | %s |' % (
+            st['fs'], st['method'], _g(s['first_copy_bytes']), _g(s['bytes_changed']), _g(s['expected_bytes']),
+            _g(s['ours_chain_bytes']), s['ours_space_ratio'], _g(s['ours_statvfs_bytes']),
+            _g(s['rsnapshot_chain_bytes']), s['rsnapshot_space_ratio'], _g(s['rsnapshot_statvfs_bytes'])))
+    lines += ['', '## Wall time per pull', '',
+              'Median over the days after the first (each one a changed tree). "ours rsync" is the rsync '
+              'that ours runs (from a wrapper\'s log), "before"/"after" the rest of the CLI run around it '
+              '(interpreter, config, lock; then the snapshot, its record, metrics). "+ sync" adds the '
+              '`sync -f` of the backup filesystem right after the pull (writeback, timed apart).', '',
+              '| fs | first pull: ours | first pull: rsnapshot | daily: ours | ours rsync / before / after '
+              '| daily: rsnapshot | ours / rsnapshot | same + sync |',
+              '|---|---|---|---|---|---|---|---|']
+    for st in data['stages']:
+        s = st['summary']
+        if 'daily_ratio_median' not in s:
+            continue
+        lines.append('| %s | %s | %s | %s | %s / %s / %s | %s | %.2fx | %.2fx |' % (
+            st['fs'], _s(s['ours_first_seconds']), _s(s['rsnapshot_first_seconds']),
+            _s(s['ours_daily_seconds_median']), _s(s['ours_daily_rsync_seconds_median']),
+            _s(s['ours_daily_before_rsync_seconds_median']), _s(s['ours_daily_after_rsync_seconds_median']),
+            _s(s['rsnapshot_daily_seconds_median']), s['daily_ratio_median'], s['daily_ratio_with_sync_median']))
+    lines += ['', '## Unchanged tree', '',
+              'After the last day, with nothing changed on the client: ours, a bare `rsync -a` of the tree '
+              'into an up-to-date copy (rsnapshot\'s last tree) and rsnapshot\'s method, %d interleaved '
+              'rounds after %d warm-up round (rotated order); median of the per-round ratios ours / bare.'
+              % (meta['unchanged_rounds'], meta['warmup']), '',
+              '| fs | ours | ours rsync / before / after | bare rsync -a | rsnapshot | ours / bare (min-max) '
+              '| ours\' rsync / bare |',
+              '|---|---|---|---|---|---|---|']
+    for st in data['stages']:
+        s = st['summary']
+        if 'unchanged_ratio_median' not in s:
+            continue
+        lines.append('| %s | %s | %s / %s / %s | %s | %s | %.2fx (%.2f-%.2f) | %.2fx |' % (
+            st['fs'], _s(s['unchanged_ours_median']), _s(s['unchanged_ours_rsync_seconds_median']),
+            _s(s['unchanged_ours_before_rsync_seconds_median']), _s(s['unchanged_ours_after_rsync_seconds_median']),
+            _s(s['unchanged_bare_median']), _s(s['unchanged_rsnapshot_median']), s['unchanged_ratio_median'],
+            s['unchanged_ratio_min'], s['unchanged_ratio_max'], s['unchanged_ours_rsync_ratio_median']))
+    lines += ['', '## Day by day', '']
+    for st in data['stages']:
+        lines += ['### %s (%s)' % (st['fs'], st['method']), '',
+                  '| day | changed (image + small files) | ours | ours rsync | ours after rsync | ours statvfs + '
+                  '| rsnapshot | rsnapshot statvfs + | ours rsync literal / matched |',
+                  '|---|---|---|---|---|---|---|---|---|']
+        for d in st['days']:
+            c, o, r = d['change'], d['ours'], d['rsnapshot']
+            lines.append('| %d | %s | %s | %s | %s | %s | %s | %s | %s / %s |' % (
+                d['day'], '%s (%d pieces) + %s (%d files)' % (_g(c['image_bytes']), c['image_pieces'],
+                                                             _g(c['small_bytes']), c['small_files'])
+                if c else 'first copy', _s(o['seconds']), _s(o['rsync_seconds']), _s(o['after_rsync_seconds']),
+                _g(o['statvfs_delta']), _s(r['seconds']), _g(r['statvfs_delta']),
+                _g(o['rsync']['literal_bytes'] or 0), _g(o['rsync']['matched_bytes'] or 0)))
+        v = st.get('verify') or {}
+        lines += ['', 'After day %d, both newest copies against the client: %s.' % (
+            len(st['days']), 'exact (a local `rsync -ani --delete` finds no difference, the image is identical '
+            'byte for byte)' if v.get('exact') else 'DIFFERENT: %s' % json.dumps(v)), '']
+    lines += notes(data)
+    return '\n'.join(lines) + '\n'
+
+
+def notes(data):
+    """Where the time and the space go, from the measured figures."""
+    out = ['## Reading the figures', '']
+    for st in data['stages']:
+        s = st['summary']
+        if 'unchanged_ratio_median' not in s:
+            continue
+        extra = s['unchanged_ours_median'] - s['unchanged_bare_median']
+        out.append('- %s, unchanged tree: ours takes %s more than a bare `rsync -a`: its own rsync (`-aHAXS '
+                   '--numeric-ids --delete --modify-window=-1`%s) takes %.2fx the bare one (%s vs %s), the CLI '
+                   'before rsync %s, after it %s (%s).' % (
+                       st['fs'], _s(extra), ', `--inplace --no-whole-file` into the mirror' if st['fs'] != 'ext4'
+                       else ', `--link-dest` into a new tree', s['unchanged_ours_rsync_ratio_median'],
+                       _s(s['unchanged_ours_rsync_seconds_median']), _s(s['unchanged_bare_median']),
+                       _s(s['unchanged_ours_before_rsync_seconds_median']),
+                       _s(s['unchanged_ours_after_rsync_seconds_median']),
+                       {'xfs': 'the reflink tree of the mirror: one clone per file, O(files)',
+                        'btrfs': 'a btrfs snapshot of the mirror, O(1), then the record',
+                        'ext4': 'rsync itself made the new tree: the after part is the record and publishing'
+                        }[st['fs']]))
+    return out + ['']
+
+
+# ---------------------------------------------------------------- main
+
+def ssh_facts(sshd):
+    """The cipher ssh negotiates with this sshd (ssh -v; the key is not authorized yet)."""
+    argv = ['ssh', '-v', '-o', 'BatchMode=yes', '-o', 'UserKnownHostsFile=%s' % sshd.known_hosts, '-i', str(sshd.key),
+            '-o', 'IdentitiesOnly=yes', '-p', str(sshd.port), 'root@127.0.0.1', 'true']
+    err = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60).stderr
+    found = re.search(r'kex: server->client cipher: (\S+) MAC: (\S+)', err)
+    return ('%s (MAC %s)' % found.groups()) if found else None
+
+
+def write_json(args, data):
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    path = args.results_dir / ('pull-%s.json' % data['meta']['stamp'])
+    text = json.dumps(data, indent=1)
+    path.write_text(text)
+    (args.results_dir / 'pull-latest.json').write_text(text)
+    return path
+
+
+def write_md(args, data):
+    args.docs_dir.mkdir(parents=True, exist_ok=True)
+    path = args.docs_dir / 'benchmarks-pull.md'
+    path.write_text(render(data))
+    return path
+
+
+def targets_text(found):
+    return '\n'.join('%-4s %-62s %.3fx' % (t['status'], t['name'], t['value']) for t in found)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
+    p.add_argument('--fs', default=','.join(ALL_FS), help='backup filesystems (default: %(default)s)')
+    p.add_argument('--image-size', type=size_arg, default=GiB, help='the image file (default: 1G)')
+    p.add_argument('--files', type=int, default=20000, help='small files (default: %(default)s)')
+    p.add_argument('--days', type=int, default=10, help='daily pulls (default: %(default)s)')
+    p.add_argument('--scale', type=float, default=1.0,
+                   help='multiplies the image size and every small file\'s size (default: %(default)s)')
+    p.add_argument('--share', type=float, default=0.01, help='share changed each day (default: 1%%)')
+    p.add_argument('--unchanged-rounds', type=int, default=5, help='timed unchanged-tree rounds (default: %(default)s)')
+    p.add_argument('--warmup', type=int, default=1, help='untimed unchanged-tree rounds (default: %(default)s)')
+    p.add_argument('--seed', type=int, default=1)
+    p.add_argument('--workdir', default=os.environ.get('FSLINKS_BENCH_TMPDIR', '/var/tmp'),
+                   help='loop images and mount points (default: $FSLINKS_BENCH_TMPDIR or /var/tmp)')
+    p.add_argument('--results-dir', default=str(ROOT / 'bench' / 'results'), help='raw JSON (default: bench/results)')
+    p.add_argument('--docs-dir', default=str(ROOT / 'docs'), help='benchmarks-pull.md (default: docs)')
+    p.add_argument('--report-only', metavar='JSON', help='only render the report from a results file')
+    args = p.parse_args(argv)
+    args.fs = [f for f in args.fs.split(',') if f]
+    bad = [f for f in args.fs if f not in ALL_FS]
+    if bad:
+        p.error('unknown filesystem %s (known: %s)' % (', '.join(bad), ', '.join(ALL_FS)))
+    if args.days < 1 or args.unchanged_rounds < 0 or args.warmup < 0:
+        p.error('--days must be at least 1, the rounds at least 0')
+    args.image_size = max(SLOT, int(args.image_size * args.scale) // SLOT * SLOT)
+    args.results_dir, args.docs_dir = Path(args.results_dir), Path(args.docs_dir)
+    return args
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt('SIGTERM')      # so that make_loop_fs unmounts and detaches
+
+
+def run(args, argv):
+    if os.geteuid() != 0:
+        raise SystemExit('bench-pull: needs root (loop devices, mount, sshd)')
+    for fs in set(args.fs) | {'ext4'}:
+        fsutil.check_prerequisites(fs)
+    for tool in ('rsync', 'ssh', 'ssh-keygen', 'sync', 'bash'):
+        if not _common.which(tool):
+            raise SystemExit('bench-pull: %s not found (make setup installs it)' % tool)
+    if not os.access(SSHD, os.X_OK):
+        raise SystemExit('bench-pull: %s not found (openssh-server; make setup installs it)' % SSHD)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+    data = {'meta': {'stamp': stamp, 'argv': argv, 'host': _common.host_info(), 'fs': args.fs,
+                     'image_size': args.image_size, 'files': args.files, 'days': args.days, 'scale': args.scale,
+                     'share': args.share, 'unchanged_rounds': args.unchanged_rounds, 'warmup': args.warmup,
+                     'seed': args.seed, 'rsync_version': _common.tool_version(['rsync', '--version']),
+                     'ssh_version': _common.tool_version(['ssh', '-V'])},
+            'client': None, 'stages': []}
+    t0 = time.perf_counter()
+    with _common.workdir(args.workdir) as wd:
+        frozen, digest = _common.freeze_collection(wd / 'collection')
+        data['meta']['engine_sha256'] = digest
+        own = wd / 'run'            # sshd, job configs, the rsync wrapper (removed at the end)
+        sshd = Sshd(own / 'sshd').start()
+        try:
+            files_est = args.files * _treegen.MEDIAN * 8 * args.scale
+            with fsutil.make_loop_fs('ext4', int(1.3 * (args.image_size + files_est)) + GiB // 2, wd,
+                                     name='client') as cmnt:
+                data['meta']['cipher'] = ssh_facts(sshd)
+                for kind in args.fs:
+                    tree = cmnt / 'data'
+                    if tree.exists():
+                        _common.remove(tree)
+                    t1 = time.perf_counter()
+                    client = make_tree(tree, args.image_size, args.files, args.seed, args.scale)
+                    client['first_copy_bytes'] = extents(cmnt, ['data'])['bytes']
+                    client['seconds'] = round(time.perf_counter() - t1, 1)
+                    data['client'] = client
+                    log('client tree: %s in %d files + %s image (%.0f s)' % (
+                        _g(client['bytes']), args.files, _g(args.image_size), client['seconds']))
+                    sshd.authorize(tree)
+                    bench_fs(kind, args, wd, own, sshd, tree, client['first_copy_bytes'], frozen, data)
+        finally:
+            sshd.stop()
+            shutil.rmtree(own, ignore_errors=True)
+    data['meta']['seconds'] = round(time.perf_counter() - t0, 1)
+    data['meta']['host']['loadavg_end'] = os.getloadavg()
+    data['targets'] = targets(data)
+    log('raw results: %s' % write_json(args, data))
+    log('report: %s' % write_md(args, data))
+    print(targets_text(data['targets']))
+    return 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    if args.report_only:
+        data = json.loads(Path(args.report_only).read_text())
+        data['targets'] = targets(data)
+        log('report: %s' % write_md(args, data))
+        print(targets_text(data['targets']))
+        return 0
+    return run(args, argv)
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except subprocess.CalledProcessError as exc:
+        sys.exit('bench-pull: %s failed: %s' % (' '.join(map(str, exc.cmd)), (exc.stderr or '').strip()))
