@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import random
 import re
@@ -202,7 +203,8 @@ class Stage:
         (self.etc / (JOB + '.json')).write_text(json.dumps(cfg))
         self.cli = [sys.executable, '-c', CLI % str(frozen), '--config-dir', str(self.etc)]
         check(run_timed(self.cli + ['init', JOB], rss=False), 'init')
-        self.ssh_e = _pull.ssh_command(_snapshot.Request(self.remote, str(self.root), **sshd.job_options()))
+        self.req = _snapshot.Request(self.remote, str(self.root), **sshd.job_options())
+        self.ssh_e = _pull.ssh_command(self.req)
         wrap = wd / 'wrap'
         if not (wrap / 'rsync').exists():
             wrap.mkdir(exist_ok=True)
@@ -244,6 +246,9 @@ class Stage:
         argv = ['rsync', '-a'] + ([] if bare else ['--delete', '--numeric-ids']) + ['-e', self.ssh_e]
         argv += (['--link-dest=%s' % link_dest] if link_dest else []) + (['--stats'] if stats else [])
         argv += [self.remote + '/', str(target) + '/']
+        return self.timed(argv, target, stats)
+
+    def timed(self, argv, target, stats=False):
         before = used_bytes(self.mnt)
         t = check(run_timed(argv, env=dict(os.environ, LC_ALL='C'), rss=False), ' '.join(argv))
         out = {'tree': target.name}
@@ -274,6 +279,41 @@ class Stage:
                                                            check=False).returncode == 0
         out['exact'] = not out['ours_differences'] and not out['rsnapshot_differences'] and \
             out['ours_image_identical'] and out['rsnapshot_image_identical']
+        return out
+
+    def flags_ab(self, rounds, changed):
+        """Which of ours' rsync options cost the time: ours' exact rsync argv, whole, without -S,
+        without -A -X, without -H and with -a alone, against rsnapshot's rsync (CHANGED: one more
+        changed day, every variant with --link-dest into a new tree, as ours on ext4) or a bare
+        rsync -a into an up-to-date copy (not CHANGED: the unchanged tree, ours' argv as on this
+        filesystem: in place into the mirror, or --link-dest into a new tree on ext4).  New trees
+        are removed after each sample, untimed."""
+        target = self.rsnap / 'ab'
+        if changed or self.kind == 'ext4':
+            prev = self.rsnap / self.rsnap_days[-1] if changed else \
+                self.root / [n for n in ours_trees(self.root) if not n.startswith('.')][-1]
+            ours = _pull.rsync_argv(self.req, str(target), link_dest=str(prev))
+        else:
+            ours = _pull.rsync_argv(self.req, str(self.root / _pull.MIRROR), in_place=True)
+        flags = ours[1]
+        base = ('rsnapshot', lambda: self.rsync(target, link_dest=self.rsnap / self.rsnap_days[-1])) if changed \
+            else ('bare rsync -a', self.bare)
+        variants = [base] + [(label, lambda f=f: self.timed(ours[:1] + [f] + ours[2:], target)) for label, f in (
+            ('ours', flags), ('ours without -S', flags.replace('S', '')),
+            ('ours without -A -X', flags.replace('A', '').replace('X', '')),
+            ('ours without -H', flags.replace('H', '')), ('ours with -a alone', '-a'))]
+        out = {'argv': ours, 'changed': changed, 'rounds': []}
+        for rnd in range(rounds):
+            row = {}
+            for label, sample in variants[rnd % len(variants):] + variants[:rnd % len(variants)]:
+                row[label] = sample()
+                if target.exists():
+                    _common.remove(target)
+                    _common.settle(self.mnt)
+            out['rounds'].append(row)
+        out['median'] = {label: _med([r[label]['seconds'] for r in out['rounds']]) for label, _v in variants}
+        out['median_with_sync'] = {label: _med([r[label]['seconds'] + r[label]['sync_seconds'] for r in out['rounds']])
+                                   for label, _v in variants}
         return out
 
     def space(self):
@@ -334,6 +374,13 @@ def bench_fs(kind, args, wd, own, sshd, data, first, frozen, out):
             log('  %s unchanged %s: ours %.3fs (rsync %.3fs), bare rsync -a %.3fs, rsnapshot %.3fs: %.2fx' % (
                 kind, 'warm-up' if warm else 'round %d' % row['round'], row['ours']['seconds'],
                 row['ours']['rsync_seconds'], row['bare']['seconds'], row['rsnapshot']['seconds'], row['ratio']))
+        if args.ab_rounds:
+            stage['flags_ab_unchanged'] = st.flags_ab(args.ab_rounds, changed=False)
+            stage['flags_ab_change'] = change_day(data, args.days + 1, args.seed, args.share)
+            stage['flags_ab'] = st.flags_ab(args.ab_rounds, changed=True)
+            for key, what in (('flags_ab_unchanged', 'the unchanged tree'), ('flags_ab', 'one changed day')):
+                log('  %s rsync options, %s (median s): %s' % (kind, what, ', '.join(
+                    '%s %.2f' % kv for kv in stage[key]['median'].items())))
     summarize(stage, out['client'])
     out['targets'] = targets(out)
     write_json(args, out)       # after each filesystem: a run cut short keeps what it measured
@@ -411,6 +458,52 @@ def _s(x):
     return '-' if x is None else '%.2f s' % x
 
 
+def _table(data, head, needed, row):
+    """A markdown table of HEAD's columns, a row (ROW(stage, summary)) per stage whose summary has NEEDED."""
+    out = ['| %s |' % ' | '.join(head), '|' + '---|' * len(head)]
+    return out + ['| %s |' % ' | '.join(row(st, st['summary'])) for st in data['stages'] if needed in st['summary']]
+
+
+def _shown(argv):
+    """rsync's argv (ending in -- SRC DEST) with SSH for the ssh command, PREVIOUS for the --link-dest."""
+    words = ['--link-dest=PREVIOUS' if w.startswith('--link-dest=') else w for w in argv[:-3]]
+    if '-e' in words:
+        i = words.index('-e')
+        words = words[:i + 1] + ['SSH'] + words[i + 2:]
+    return ' '.join(words) + ' -- SRC/ DEST/'
+
+
+def _flags_table(data):
+    """Which of ours' rsync options cost the time (the A/B after the unchanged rounds)."""
+    out = []
+    for key, title, what in (
+            ('flags_ab_unchanged', 'the unchanged tree',
+             'The unchanged tree again, after the unchanged rounds: a bare `rsync -a` into an up-to-date copy '
+             'against the very argv ours runs on each filesystem (in place into the mirror on XFS and btrfs, '
+             '`--link-dest` into a new tree on ext4; last on XFS and btrfs: `%s`)'),
+            ('flags_ab', 'one changed day',
+             'One more changed day (as the others), pulled with `--link-dest` into a new tree by rsnapshot\'s '
+             'rsync and by the argv ours runs on ext4 (`%s`)')):
+        stages = [st for st in data['stages'] if st.get(key)]
+        if not stages:
+            continue
+        labels = list(stages[0][key]['median'])
+        out += ['', '## Which rsync options cost the time: %s' % title, '',
+                what % _shown(([st for st in stages if st['fs'] != 'ext4'] or stages)[-1][key]['argv']) + ', whole and with options left out; new trees removed after '
+                'each sample (untimed); %d interleaved rounds, rotated order, median wall time (+ `sync -f`).'
+                % data['meta'].get('ab_rounds', 0), '',
+                '| fs | %s |' % ' | '.join(labels), '|---|' + '---|' * len(labels)]
+        for st in stages:
+            ab = st[key]
+            out.append('| %s | %s |' % (st['fs'], ' | '.join('%s (%s)' % (_s(ab['median'][k]), _s(ab['median_with_sync'][k]))
+                                                             for k in labels)))
+    return out
+
+
+def _split(s, pattern):
+    return ' / '.join(_s(s[pattern % k]) for k in ('rsync_seconds', 'before_rsync_seconds', 'after_rsync_seconds'))
+
+
 def render(data):
     meta, client = data['meta'], data['client']
     host = meta['host']
@@ -453,50 +546,41 @@ def render(data):
               '(`.fslinks-mirror`), for rsnapshot\'s method its trees; "bytes changed" are the exact bytes '
               'the days rewrote. statvfs "used" growth is shown too; on XFS it also holds CoW blocks reserved '
               'ahead and reclaimed later, so it is not what the target is judged by.', '',
-              '## Chain space after %d pulls' % meta['days'], '',
-              '| fs | method | first copy + changed | ours (extents) | ours / expected | ours (statvfs) '
-              '| rsnapshot (extents) | rsnapshot / expected | rsnapshot (statvfs) |',
-              '|---|---|---|---|---|---|---|---|---|']
-    for st in data['stages']:
-        s = st['summary']
-        lines.append('| %s | %s | %s + %s = %s | %s | %.3fx | %s | %s | %.3fx | %s |' % (
-            st['fs'], st['method'], _g(s['first_copy_bytes']), _g(s['bytes_changed']), _g(s['expected_bytes']),
-            _g(s['ours_chain_bytes']), s['ours_space_ratio'], _g(s['ours_statvfs_bytes']),
-            _g(s['rsnapshot_chain_bytes']), s['rsnapshot_space_ratio'], _g(s['rsnapshot_statvfs_bytes'])))
+              '## Chain space after %d pulls' % meta['days'], '']
+    lines += _table(data, ['fs', 'method', 'first copy + changed', 'ours (extents)', 'ours / expected',
+                           'ours (statvfs)', 'rsnapshot (extents)', 'rsnapshot / expected', 'rsnapshot (statvfs)'],
+                    'ours_chain_bytes', lambda st, s: [
+                        st['fs'], st['method'], '%s + %s = %s' % (
+                            _g(s['first_copy_bytes']), _g(s['bytes_changed']), _g(s['expected_bytes'])),
+                        _g(s['ours_chain_bytes']), '%.3fx' % s['ours_space_ratio'], _g(s['ours_statvfs_bytes']),
+                        _g(s['rsnapshot_chain_bytes']), '%.3fx' % s['rsnapshot_space_ratio'],
+                        _g(s['rsnapshot_statvfs_bytes'])])
     lines += ['', '## Wall time per pull', '',
               'Median over the days after the first (each one a changed tree). "ours rsync" is the rsync '
               'that ours runs (from a wrapper\'s log), "before"/"after" the rest of the CLI run around it '
               '(interpreter, config, lock; then the snapshot, its record, metrics). "+ sync" adds the '
-              '`sync -f` of the backup filesystem right after the pull (writeback, timed apart).', '',
-              '| fs | first pull: ours | first pull: rsnapshot | daily: ours | ours rsync / before / after '
-              '| daily: rsnapshot | ours / rsnapshot | same + sync |',
-              '|---|---|---|---|---|---|---|---|']
-    for st in data['stages']:
-        s = st['summary']
-        if 'daily_ratio_median' not in s:
-            continue
-        lines.append('| %s | %s | %s | %s | %s / %s / %s | %s | %.2fx | %.2fx |' % (
-            st['fs'], _s(s['ours_first_seconds']), _s(s['rsnapshot_first_seconds']),
-            _s(s['ours_daily_seconds_median']), _s(s['ours_daily_rsync_seconds_median']),
-            _s(s['ours_daily_before_rsync_seconds_median']), _s(s['ours_daily_after_rsync_seconds_median']),
-            _s(s['rsnapshot_daily_seconds_median']), s['daily_ratio_median'], s['daily_ratio_with_sync_median']))
+              '`sync -f` of the backup filesystem right after the pull (writeback, timed apart).', '']
+    lines += _table(data, ['fs', 'first pull: ours', 'first pull: rsnapshot', 'daily: ours',
+                           'ours rsync / before / after', 'daily: rsnapshot', 'ours / rsnapshot', 'same + sync'],
+                    'daily_ratio_median', lambda st, s: [
+                        st['fs'], _s(s['ours_first_seconds']), _s(s['rsnapshot_first_seconds']),
+                        _s(s['ours_daily_seconds_median']), _split(s, 'ours_daily_%s_median'),
+                        _s(s['rsnapshot_daily_seconds_median']), '%.2fx' % s['daily_ratio_median'],
+                        '%.2fx' % s['daily_ratio_with_sync_median']])
     lines += ['', '## Unchanged tree', '',
               'After the last day, with nothing changed on the client: ours, a bare `rsync -a` of the tree '
               'into an up-to-date copy (rsnapshot\'s last tree) and rsnapshot\'s method, %d interleaved '
               'rounds after %d warm-up round (rotated order); median of the per-round ratios ours / bare.'
-              % (meta['unchanged_rounds'], meta['warmup']), '',
-              '| fs | ours | ours rsync / before / after | bare rsync -a | rsnapshot | ours / bare (min-max) '
-              '| ours\' rsync / bare |',
-              '|---|---|---|---|---|---|---|']
-    for st in data['stages']:
-        s = st['summary']
-        if 'unchanged_ratio_median' not in s:
-            continue
-        lines.append('| %s | %s | %s / %s / %s | %s | %s | %.2fx (%.2f-%.2f) | %.2fx |' % (
-            st['fs'], _s(s['unchanged_ours_median']), _s(s['unchanged_ours_rsync_seconds_median']),
-            _s(s['unchanged_ours_before_rsync_seconds_median']), _s(s['unchanged_ours_after_rsync_seconds_median']),
-            _s(s['unchanged_bare_median']), _s(s['unchanged_rsnapshot_median']), s['unchanged_ratio_median'],
-            s['unchanged_ratio_min'], s['unchanged_ratio_max'], s['unchanged_ours_rsync_ratio_median']))
+              % (meta['unchanged_rounds'], meta['warmup']), '']
+    lines += _table(data, ['fs', 'ours', 'ours rsync / before / after', 'bare rsync -a', 'rsnapshot',
+                           'ours / bare (min-max)', 'ours\' rsync / bare'],
+                    'unchanged_ratio_median', lambda st, s: [
+                        st['fs'], _s(s['unchanged_ours_median']), _split(s, 'unchanged_ours_%s_median'),
+                        _s(s['unchanged_bare_median']), _s(s['unchanged_rsnapshot_median']),
+                        '%.2fx (%.2f-%.2f)' % (s['unchanged_ratio_median'], s['unchanged_ratio_min'],
+                                               s['unchanged_ratio_max']),
+                        '%.2fx' % s['unchanged_ours_rsync_ratio_median']])
+    lines += _flags_table(data)
     lines += ['', '## Day by day', '']
     for st in data['stages']:
         lines += ['### %s (%s)' % (st['fs'], st['method']), '',
@@ -505,10 +589,10 @@ def render(data):
                   '|---|---|---|---|---|---|---|---|---|']
         for d in st['days']:
             c, o, r = d['change'], d['ours'], d['rsnapshot']
+            what = '%s (%d pieces) + %s (%d files)' % (
+                _g(c['image_bytes']), c['image_pieces'], _g(c['small_bytes']), c['small_files']) if c else 'first copy'
             lines.append('| %d | %s | %s | %s | %s | %s | %s | %s | %s / %s |' % (
-                d['day'], '%s (%d pieces) + %s (%d files)' % (_g(c['image_bytes']), c['image_pieces'],
-                                                             _g(c['small_bytes']), c['small_files'])
-                if c else 'first copy', _s(o['seconds']), _s(o['rsync_seconds']), _s(o['after_rsync_seconds']),
+                d['day'], what, _s(o['seconds']), _s(o['rsync_seconds']), _s(o['after_rsync_seconds']),
                 _g(o['statvfs_delta']), _s(r['seconds']), _g(r['statvfs_delta']),
                 _g(o['rsync']['literal_bytes'] or 0), _g(o['rsync']['matched_bytes'] or 0)))
         v = st.get('verify') or {}
@@ -523,6 +607,7 @@ def notes(data):
     """Where the time and the space go, from the measured figures."""
     out = ['## Reading the figures', '']
     for st in data['stages']:
+        out += _space_note(st, data['meta']['image_size']) + _daily_note(st, data['client']['files'] + 1)
         s = st['summary']
         if 'unchanged_ratio_median' not in s:
             continue
@@ -540,6 +625,50 @@ def notes(data):
                         'ext4': 'rsync itself made the new tree: the after part is the record and publishing'
                         }[st['fs']]))
     return out + ['']
+
+
+def _block(image_size):
+    """rsync's delta block for the image (sum_sizes_sqroot): about the square root of its size, a multiple of
+    8, at least 700 bytes and at most 128 KiB."""
+    return max(700, min(128 * KiB, math.isqrt(image_size) // 8 * 8))
+
+
+def _space_note(st, image_size):
+    s, later = st['summary'], st['days'][1:]
+    if not later:
+        return []
+    grown = s['ours_chain_bytes'] - st['space_day1']['ours']['bytes']
+    literal = sum(d['ours']['rsync']['literal_bytes'] or 0 for d in later)
+    text = ('- %s, space: over days 2-%d ours\' chain grew %s for %s changed (%.2fx), while its rsync sent %s of '
+            'literal data (%.2fx the changes: rsync resends whole delta blocks, %s here); rsnapshot\'s chain '
+            'grew %s (a whole new copy of every changed file: the image each day).' % (
+                st['fs'], len(st['days']), _g(grown), _g(s['bytes_changed']), grown / max(1, s['bytes_changed']),
+                _g(literal), literal / max(1, s['bytes_changed']), '%d-byte blocks for the image' % _block(image_size),
+                _g(s['rsnapshot_chain_bytes'] - st['space_day1']['rsnapshot']['bytes'])))
+    if st['fs'] != 'ext4' and grown > 1.1 * literal:
+        text += (' The growth beyond the literal data is not the snapshots (clones and btrfs snapshots share every '
+                 'block they do not rewrite) but how rsync writes the mirror: with `-S` and `--inplace` it punches a '
+                 'hole for every zero byte at the edge of a chunk of literal data (strace: '
+                 '`fallocate(FALLOC_FL_KEEP_SIZE|FALLOC_FL_PUNCH_HOLE, OFFSET, 1)`), and each such punch unshares '
+                 'a whole 4 KiB block of the mirror that the snapshots share.  Found with a separate run on XFS, a '
+                 '64 MiB image reflinked, 1 % of it changed, rsync --inplace --no-whole-file: with -a the chain grew '
+                 'by exactly the literal data (827,392 bytes), with -aS by 3.3-3.5x it (486 one-byte punches for '
+                 '860,160 bytes of literal data, 480 blocks unshared).')
+    return [text]
+
+
+def _daily_note(st, files):
+    s = st['summary']
+    if 'daily_ratio_median' not in s:
+        return []
+    return ['- %s, time of a daily pull: ours %s = rsync %s + before %s + after %s (%s); rsnapshot\'s rsync %s, '
+            'and its writeback afterwards (`sync -f`) %s against ours\' %s.' % (
+                st['fs'], _s(s['ours_daily_seconds_median']), _s(s['ours_daily_rsync_seconds_median']),
+                _s(s['ours_daily_before_rsync_seconds_median']), _s(s['ours_daily_after_rsync_seconds_median']),
+                {'xfs': 'after: the reflink tree of %d files', 'btrfs': 'after: one btrfs snapshot%.0s',
+                 'ext4': 'rsync --link-dest wrote the tree itself%.0s'}[st['fs']] % files,
+                _s(s['rsnapshot_daily_seconds_median']), _s(s['rsnapshot_daily_sync_seconds_median']),
+                _s(s['ours_daily_sync_seconds_median']))]
 
 
 # ---------------------------------------------------------------- main
@@ -584,6 +713,8 @@ def parse_args(argv):
     p.add_argument('--share', type=float, default=0.01, help='share changed each day (default: 1%%)')
     p.add_argument('--unchanged-rounds', type=int, default=5, help='timed unchanged-tree rounds (default: %(default)s)')
     p.add_argument('--warmup', type=int, default=1, help='untimed unchanged-tree rounds (default: %(default)s)')
+    p.add_argument('--ab-rounds', type=int, default=2,
+                   help='rounds of the rsync options A/B after the unchanged rounds, 0: none (default: %(default)s)')
     p.add_argument('--seed', type=int, default=1)
     p.add_argument('--workdir', default=os.environ.get('FSLINKS_BENCH_TMPDIR', '/var/tmp'),
                    help='loop images and mount points (default: $FSLINKS_BENCH_TMPDIR or /var/tmp)')
@@ -620,6 +751,7 @@ def run(args, argv):
     data = {'meta': {'stamp': stamp, 'argv': argv, 'host': _common.host_info(), 'fs': args.fs,
                      'image_size': args.image_size, 'files': args.files, 'days': args.days, 'scale': args.scale,
                      'share': args.share, 'unchanged_rounds': args.unchanged_rounds, 'warmup': args.warmup,
+                     'ab_rounds': args.ab_rounds,
                      'seed': args.seed, 'rsync_version': _common.tool_version(['rsync', '--version']),
                      'ssh_version': _common.tool_version(['ssh', '-V'])},
             'client': None, 'stages': []}
