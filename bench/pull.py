@@ -124,12 +124,9 @@ def _candidates(small):
     return out
 
 
-def change_day(data, day, seed, share=0.01):
-    """Day DAY's change: SHARE of the image's bytes in scattered 4..64 KiB pieces and SHARE of the
-    small files rewritten whole, all with an mtime DAY days after the tree's; exact byte counts."""
-    rng = random.Random(seed * 1000003 + day)
-    ns = (_treegen.CHANGED_MTIME + day * 86400) * 10**9 + rng.randrange(10**9)
-    image = data / IMAGE
+def _change_image(image, rng, share, ns):
+    """SHARE of IMAGE's bytes rewritten in scattered 4..64 KiB pieces, 4 KiB aligned, in distinct 64 KiB
+    slots, then its mtime set to NS; returns the pieces' lengths."""
     size = image.stat().st_size
     target = max(BLOCK, int(size * share) // BLOCK * BLOCK)
     pieces, total = [], 0
@@ -146,6 +143,15 @@ def change_day(data, day, seed, share=0.01):
     finally:
         os.close(fd)
     os.utime(image, ns=(ns, ns))
+    return pieces
+
+
+def change_day(data, day, seed, share=0.01):
+    """Day DAY's change: SHARE of the image's bytes in scattered 4..64 KiB pieces and SHARE of the
+    small files rewritten whole, all with an mtime DAY days after the tree's; exact byte counts."""
+    rng = random.Random(seed * 1000003 + day)
+    ns = (_treegen.CHANGED_MTIME + day * 86400) * 10**9 + rng.randrange(10**9)
+    pieces = _change_image(data / IMAGE, rng, share, ns)
     small = data / 'small'
     cands = _candidates(small)
     nfiles = len(_treegen.regular_files(small))
@@ -163,6 +169,61 @@ def change_day(data, day, seed, share=0.01):
     return {'day': day, 'image_bytes': sum(pieces), 'image_pieces': len(pieces), 'small_files': len(chosen),
             'small_bytes': small_bytes, 'small_block_bytes': small_blocks,
             'bytes': sum(pieces) + small_bytes, 'block_bytes': sum(pieces) + small_blocks}
+
+
+# ---------------------------------------------------------------- rsync -S and shared blocks
+
+def sparse_check(kind, wd, seed, image_size=64 * MiB, share=0.01):
+    """Local, no ssh: an image in a mirror, a snapshot of it (btrfs snapshot, or cp --reflink on
+    XFS), then days alternating rsync -a and rsync -aS (both --inplace --no-whole-file, as ours
+    into its mirror), each followed by a snapshot; the chain's growth (extents) against rsync's
+    literal data, and the one-byte hole punches rsync made (strace -c, when strace is there)."""
+    rows = []
+    with fsutil.make_loop_fs(kind, GiB, wd, name='sparse-' + kind) as mnt:
+        src, chain = mnt / 'src', mnt / 'chain'
+        src.mkdir()
+        chain.mkdir()
+        rng = random.Random(seed)
+        with open(src / IMAGE, 'wb') as f:
+            f.write(rng.randbytes(image_size))
+        mirror = chain / 'mirror'
+        if kind == 'btrfs':
+            _common.sh('btrfs', 'subvolume', 'create', mirror)
+        else:
+            mirror.mkdir()
+        _common.sh('rsync', '-a', str(src) + '/', str(mirror) + '/')
+
+        def snap(name):
+            if kind == 'btrfs':
+                _common.sh('btrfs', 'subvolume', 'snapshot', '-r', mirror, chain / name)
+            else:
+                _common.sh('cp', '-a', '--reflink=always', mirror, chain / name)
+        snap('s0')
+        names = ['mirror', 's0']
+        base = extents(chain, names)['bytes']
+        strace = _common.which('strace')
+        for day, flags in enumerate(('-a', '-aS', '-a', '-aS'), 1):
+            changed = sum(_change_image(src / IMAGE, rng, share, (_treegen.CHANGED_MTIME + day * 86400) * 10**9))
+            argv = ['rsync', flags, '--inplace', '--no-whole-file', '--stats', str(src) + '/', str(mirror) + '/']
+            trace = wd / 'sparse-strace.txt'
+            if strace:
+                argv = [strace, '-f', '-e', 'trace=fallocate', '-o', str(trace)] + argv
+            out = _common.sh(*argv)
+            literal = int(re.search(r'Literal data: ([0-9,]+)', out).group(1).replace(',', ''))
+            punches = None
+            if strace:
+                punches = trace.read_text().count('FALLOC_FL_PUNCH_HOLE')
+                trace.unlink()
+            snap('s%d' % day)
+            names.append('s%d' % day)
+            now = extents(chain, names)['bytes']
+            rows.append({'flags': flags, 'changed_bytes': changed, 'literal_bytes': literal, 'growth_bytes': now - base,
+                         'hole_punches': punches})
+            base = now
+        if kind == 'btrfs':
+            for name in names:
+                _common.remove(chain / name, btrfs=True)
+    return {'fs': kind, 'image_bytes': image_size, 'rows': rows}
 
 
 # ---------------------------------------------------------------- measuring space
@@ -581,6 +642,7 @@ def render(data):
                                                s['unchanged_ratio_max']),
                         '%.2fx' % s['unchanged_ours_rsync_ratio_median']])
     lines += _flags_table(data)
+    lines += _sparse_table(data)
     lines += ['', '## Day by day', '']
     for st in data['stages']:
         lines += ['### %s (%s)' % (st['fs'], st['method']), '',
@@ -648,13 +710,31 @@ def _space_note(st, image_size):
     if st['fs'] != 'ext4' and grown > 1.1 * literal:
         text += (' The growth beyond the literal data is not the snapshots (clones and btrfs snapshots share every '
                  'block they do not rewrite) but how rsync writes the mirror: with `-S` and `--inplace` it punches a '
-                 'hole for every zero byte at the edge of a chunk of literal data (strace: '
-                 '`fallocate(FALLOC_FL_KEEP_SIZE|FALLOC_FL_PUNCH_HOLE, OFFSET, 1)`), and each such punch unshares '
-                 'a whole 4 KiB block of the mirror that the snapshots share.  Found with a separate run on XFS, a '
-                 '64 MiB image reflinked, 1 % of it changed, rsync --inplace --no-whole-file: with -a the chain grew '
-                 'by exactly the literal data (827,392 bytes), with -aS by 3.3-3.5x it (486 one-byte punches for '
-                 '860,160 bytes of literal data, 480 blocks unshared).')
+                 'hole for the zero bytes at the edges of the pieces of literal data it writes (one byte long, most '
+                 'of them: `fallocate(FALLOC_FL_KEEP_SIZE|FALLOC_FL_PUNCH_HOLE, OFFSET, 1)`), and each punch '
+                 'unshares a whole 4 KiB block that the snapshots shared (see "rsync -S and shared blocks" below).')
     return [text]
+
+
+def _sparse_table(data):
+    checks = data.get('sparse_check') or []
+    if not checks:
+        return []
+    out = ['', '## rsync -S and shared blocks', '',
+           'Local, without ssh, on a fresh loop filesystem: a %s image in a mirror and a snapshot of it (btrfs '
+           'snapshot; `cp -a --reflink=always` on XFS), then 4 days of 1 %% of its blocks rewritten as above, each '
+           'pulled into the mirror by `rsync FLAGS --inplace --no-whole-file` and snapshotted, alternating -a and '
+           '-aS (ours uses -aHAXS); the chain\'s growth counted from extents as above, the hole punches from '
+           '`strace -e trace=fallocate`.' % _g(checks[0]['image_bytes']), '',
+           '| fs | day | rsync | bytes changed | literal data | chain growth | growth / literal | hole punches |',
+           '|---|---|---|---|---|---|---|---|']
+    for check_ in checks:
+        for day, row in enumerate(check_['rows'], 1):
+            out.append('| %s | %d | %s | %d | %d | %d | %.2fx | %s |' % (
+                check_['fs'], day, row['flags'], row['changed_bytes'], row['literal_bytes'], row['growth_bytes'],
+                row['growth_bytes'] / max(1, row['literal_bytes']),
+                '-' if row['hole_punches'] is None else row['hole_punches']))
+    return out
 
 
 def _daily_note(st, files):
@@ -715,6 +795,11 @@ def parse_args(argv):
     p.add_argument('--warmup', type=int, default=1, help='untimed unchanged-tree rounds (default: %(default)s)')
     p.add_argument('--ab-rounds', type=int, default=2,
                    help='rounds of the rsync options A/B after the unchanged rounds, 0: none (default: %(default)s)')
+    p.add_argument('--no-sparse-check', dest='sparse_check', action='store_false',
+                   help='skip the local rsync -a / -aS check on XFS and btrfs at the end')
+    p.add_argument('--sparse-image-size', type=size_arg, default=64 * MiB,
+                   help='the image of that check (default: 64M)')
+    p.add_argument('--sparse-check-into', metavar='JSON', help='only run that check, into a results file, and render')
     p.add_argument('--seed', type=int, default=1)
     p.add_argument('--workdir', default=os.environ.get('FSLINKS_BENCH_TMPDIR', '/var/tmp'),
                    help='loop images and mount points (default: $FSLINKS_BENCH_TMPDIR or /var/tmp)')
@@ -779,6 +864,8 @@ def run(args, argv):
                         _g(client['bytes']), args.files, _g(args.image_size), client['seconds']))
                     sshd.authorize(tree)
                     bench_fs(kind, args, wd, own, sshd, tree, client['first_copy_bytes'], frozen, data)
+            if args.sparse_check:
+                data['sparse_check'] = run_sparse_check(args, wd)
         finally:
             sshd.stop()
             shutil.rmtree(own, ignore_errors=True)
@@ -788,6 +875,37 @@ def run(args, argv):
     log('raw results: %s' % write_json(args, data))
     log('report: %s' % write_md(args, data))
     print(targets_text(data['targets']))
+    return 0
+
+
+def run_sparse_check(args, wd):
+    out = []
+    for kind in args.fs:
+        if kind != 'ext4':
+            out.append(sparse_check(kind, wd, args.seed, args.sparse_image_size))
+            log('%s, rsync -a vs -aS into a shared mirror: %s' % (kind, ', '.join(
+                '%s +%d for %d literal' % (r['flags'], r['growth_bytes'], r['literal_bytes']) for r in out[-1]['rows'])))
+    return out
+
+
+def add_sparse_check(args, path):
+    """--sparse-check-into JSON: run only that check (on the results' filesystems) into an existing results
+    file, then render the report again."""
+    if os.geteuid() != 0:
+        raise SystemExit('bench-pull: needs root (loop devices, mount)')
+    data = json.loads(Path(path).read_text())
+    args.fs = [st['fs'] for st in data['stages']]
+    with _common.workdir(args.workdir) as wd:
+        data['sparse_check'] = run_sparse_check(args, wd)
+    data['meta']['sparse_check_added'] = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+    data['targets'] = targets(data)
+    text = json.dumps(data, indent=1)
+    Path(path).write_text(text)
+    if Path(path).name != 'pull-latest.json' and (Path(path).parent / 'pull-latest.json').exists():
+        latest = json.loads((Path(path).parent / 'pull-latest.json').read_text())
+        if latest['meta']['stamp'] == data['meta']['stamp']:
+            (Path(path).parent / 'pull-latest.json').write_text(text)
+    log('report: %s' % write_md(args, data))
     return 0
 
 
@@ -801,6 +919,8 @@ def main(argv=None):
         log('report: %s' % write_md(args, data))
         print(targets_text(data['targets']))
         return 0
+    if args.sparse_check_into:
+        return add_sparse_check(args, args.sparse_check_into)
     return run(args, argv)
 
 
