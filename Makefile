@@ -33,7 +33,7 @@ help:
 	@echo "make bench        benchmark vs rsync/cp/btrfs (root, ~30 min; BENCH_ARGS=...) -> docs/benchmarks.md,"
 	@echo "                  then bench/pull.py (docs/benchmarks-pull.md)"
 	@echo "make bench-pull   only the pull benchmark: 10 daily pulls over ssh vs rsnapshot's method"
-	@echo "                  (root, ~20 min; BENCH_PULL_ARGS=...) -> docs/benchmarks-pull.md (make bench runs it too)"
+	@echo "                  (root, ~35 min; BENCH_PULL_ARGS=...) -> docs/benchmarks-pull.md (make bench runs it too)"
 	@echo "make bench-ab     this engine against another checkout (AB_BASELINE=DIR), interleaved"
 	@echo "make bench-profile  cProfile + strace -c of the hardlink method (PROFILE_ARGS='--fs xfs')"
 	@echo "make reliability  long fault-injection run (root, ~15 min) -> docs/reliability.md (make test runs it short)"

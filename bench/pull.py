@@ -333,8 +333,8 @@ class Stage:
         newest = [n for n in ours_trees(self.root) if not n.startswith('.')][-1]
         out = {}
         for who, tree in (('ours', self.root / newest), ('rsnapshot', self.rsnap / self.rsnap_days[-1])):
-            found = subprocess.run(['rsync', '-ani', '--delete', '--numeric-ids', str(self.data) + '/', str(tree) + '/'],
-                                   capture_output=True, text=True, check=True).stdout.split('\n')
+            argv = ['rsync', '-ani', '--delete', '--numeric-ids', str(self.data) + '/', str(tree) + '/']
+            found = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split('\n')
             out[who + '_differences'] = [ln for ln in found if ln.strip()][:20]
             out[who + '_image_identical'] = subprocess.run(['cmp', '-s', str(self.data / IMAGE), str(tree / IMAGE)],
                                                            check=False).returncode == 0
@@ -466,7 +466,8 @@ def summarize(stage, client):
     later = days[1:]
     s = {'bytes_changed': changed, 'block_bytes_changed': sum(d['change']['block_bytes'] for d in later),
          'first_copy_bytes': first, 'expected_bytes': first + changed,
-         'ours_chain_bytes': stage['space']['ours']['bytes'], 'rsnapshot_chain_bytes': stage['space']['rsnapshot']['bytes'],
+         'ours_chain_bytes': stage['space']['ours']['bytes'],
+         'rsnapshot_chain_bytes': stage['space']['rsnapshot']['bytes'],
          'ours_statvfs_bytes': sum(d['ours']['statvfs_delta'] for d in days),
          'rsnapshot_statvfs_bytes': sum(d['rsnapshot']['statvfs_delta'] for d in days),
          'ours_first_seconds': days[0]['ours']['seconds'], 'rsnapshot_first_seconds': days[0]['rsnapshot']['seconds']}
@@ -479,7 +480,8 @@ def summarize(stage, client):
         s['rsnapshot_daily_sync_seconds_median'] = _med([d['rsnapshot']['sync_seconds'] for d in later])
         s['daily_ratio_median'] = _med([d['ours']['seconds'] / d['rsnapshot']['seconds'] for d in later])
         s['daily_ratio_with_sync_median'] = _med([
-            (d['ours']['seconds'] + d['ours']['sync_seconds']) / (d['rsnapshot']['seconds'] + d['rsnapshot']['sync_seconds'])
+            (d['ours']['seconds'] + d['ours']['sync_seconds'])
+            / (d['rsnapshot']['seconds'] + d['rsnapshot']['sync_seconds'])
             for d in later])
     timed = [r for r in stage['unchanged'] if not r['warmup']]
     if timed:
@@ -490,7 +492,8 @@ def summarize(stage, client):
             s['unchanged_%s_median' % who] = _med([r[who]['seconds'] for r in timed])
         for key in ('rsync_seconds', 'before_rsync_seconds', 'after_rsync_seconds'):
             s['unchanged_ours_%s_median' % key] = _med([r['ours'][key] for r in timed])
-        s['unchanged_ours_rsync_ratio_median'] = _med([r['ours']['rsync_seconds'] / r['bare']['seconds'] for r in timed])
+        s['unchanged_ours_rsync_ratio_median'] = _med([r['ours']['rsync_seconds'] / r['bare']['seconds']
+                                                       for r in timed])
     stage['summary'] = s
 
 
@@ -549,15 +552,17 @@ def _flags_table(data):
         if not stages:
             continue
         labels = list(stages[0][key]['median'])
+        shown = _shown(([st for st in stages if st['fs'] != 'ext4'] or stages)[-1][key]['argv'])
         out += ['', '## Which rsync options cost the time: %s' % title, '',
-                what % _shown(([st for st in stages if st['fs'] != 'ext4'] or stages)[-1][key]['argv']) + ', whole and with options left out; new trees removed after '
-                'each sample (untimed); %d interleaved rounds, rotated order, median wall time (+ `sync -f`).'
-                % data['meta'].get('ab_rounds', 0), '',
+                what % shown + ', whole and with options left out; new trees removed after each sample (untimed); '
+                '%d interleaved rounds, rotated order: median wall time (min-max). Few rounds on a busy machine: a '
+                'difference smaller than the spread is noise.' % data['meta'].get('ab_rounds', 0), '',
                 '| fs | %s |' % ' | '.join(labels), '|---|' + '---|' * len(labels)]
         for st in stages:
             ab = st[key]
-            out.append('| %s | %s |' % (st['fs'], ' | '.join('%s (%s)' % (_s(ab['median'][k]), _s(ab['median_with_sync'][k]))
-                                                             for k in labels)))
+            spread = {k: [r[k]['seconds'] for r in ab['rounds']] for k in labels}
+            out.append('| %s | %s |' % (st['fs'], ' | '.join('%s (%.2f-%.2f)' % (_s(ab['median'][k]), min(spread[k]),
+                                                                                 max(spread[k])) for k in labels)))
     return out
 
 
@@ -725,7 +730,9 @@ def _sparse_table(data):
            'snapshot; `cp -a --reflink=always` on XFS), then 4 days of 1 %% of its blocks rewritten as above, each '
            'pulled into the mirror by `rsync FLAGS --inplace --no-whole-file` and snapshotted, alternating -a and '
            '-aS (ours uses -aHAXS); the chain\'s growth counted from extents as above, the hole punches from '
-           '`strace -e trace=fallocate`.' % _g(checks[0]['image_bytes']), '',
+           '`strace -e trace=fallocate`%s.' % (_g(checks[0]['image_bytes']), ' (run %s, after the main run, by '
+                                                '`--sparse-check-into`)' % data['meta']['sparse_check_added']
+                                                if data['meta'].get('sparse_check_added') else ''), '',
            '| fs | day | rsync | bytes changed | literal data | chain growth | growth / literal | hole punches |',
            '|---|---|---|---|---|---|---|---|']
     for check_ in checks:
@@ -884,7 +891,8 @@ def run_sparse_check(args, wd):
         if kind != 'ext4':
             out.append(sparse_check(kind, wd, args.seed, args.sparse_image_size))
             log('%s, rsync -a vs -aS into a shared mirror: %s' % (kind, ', '.join(
-                '%s +%d for %d literal' % (r['flags'], r['growth_bytes'], r['literal_bytes']) for r in out[-1]['rows'])))
+                '%s +%d for %d literal' % (r['flags'], r['growth_bytes'], r['literal_bytes'])
+                for r in out[-1]['rows'])))
     return out
 
 
