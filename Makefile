@@ -10,8 +10,10 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 PYTEST_ARGS ?=
 # make bench BENCH_ARGS='--files 10000 --fs xfs --no-ansible' for a quick partial run
 BENCH_ARGS ?=
+# make bench-pull BENCH_PULL_ARGS='--image-size 64M --files 2000 --days 3 --fs xfs' for a quick run
+BENCH_PULL_ARGS ?=
 
-.PHONY: help setup test pytest sanity build-check molecule demo lint changelog-lint clean bench bench-ab bench-profile fleet
+.PHONY: help setup test pytest sanity build-check molecule demo lint changelog-lint clean bench bench-pull bench-ab bench-profile fleet
 .PHONY: docs docs-lint alert-rules
 
 help:
@@ -28,7 +30,10 @@ help:
 	@echo "make alert-rules  promtool check and unit tests of the role's Prometheus alert rules (part of make test)"
 	@echo "make docs-lint    antsibull-docs lint of the modules' and the role's docs (part of make test)"
 	@echo "make docs         HTML docs site (antsibull-docs + Sphinx, offline) -> tests/output/docs/build/html"
-	@echo "make bench        benchmark vs rsync/cp/btrfs (root, ~30 min; BENCH_ARGS=...) -> docs/benchmarks.md"
+	@echo "make bench        benchmark vs rsync/cp/btrfs (root, ~30 min; BENCH_ARGS=...) -> docs/benchmarks.md,"
+	@echo "                  then bench/pull.py (docs/benchmarks-pull.md)"
+	@echo "make bench-pull   only the pull benchmark: 10 daily pulls over ssh vs rsnapshot's method"
+	@echo "                  (root, ~35 min; BENCH_PULL_ARGS=...) -> docs/benchmarks-pull.md (make bench runs it too)"
 	@echo "make bench-ab     this engine against another checkout (AB_BASELINE=DIR), interleaved"
 	@echo "make bench-profile  cProfile + strace -c of the hardlink method (PROFILE_ARGS='--fs xfs')"
 	@echo "make reliability  long fault-injection run (root, ~15 min) -> docs/reliability.md (make test runs it short)"
@@ -87,6 +92,11 @@ lint: setup
 bench: setup
 	bench/setup.sh
 	python bench/run.py $(BENCH_ARGS)
+	python bench/pull.py $(BENCH_PULL_ARGS)
+
+# Daily pulls over a private sshd on 127.0.0.1, ours against rsnapshot's method (bench/pull.py).
+bench-pull: setup
+	python bench/pull.py $(BENCH_PULL_ARGS)
 
 # make bench-ab AB_BASELINE=../base AB_ARGS='--files 30000 --reps 5': this engine against another
 # checkout, interleaved, median of per-round ratios (bench/ab.py)

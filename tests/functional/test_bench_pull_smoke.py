@@ -1,0 +1,104 @@
+# Copyright: fslinks.snapshots contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""bench/pull.py runs end to end on a tiny tree on XFS and writes its JSON and markdown.
+
+Not a benchmark: no timing is asserted, only that the script works (a real sshd on 127.0.0.1,
+both chains, the space counts, the unchanged rounds) and its outputs have the expected shape
+(the real numbers come from `make bench-pull`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import loopfs
+from helpers.prereq import need, unavailable
+from helpers.sshd import SSHD
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def test_bench_pull_runs_on_a_tiny_tree(loop_workdir, tmp_path):
+    try:
+        loopfs.check_prerequisites('xfs')
+        loopfs.check_prerequisites('ext4')
+    except loopfs.LoopFsUnavailable as exc:
+        unavailable('loop filesystem unavailable: %s' % exc)
+    need('rsync')
+    need('ssh')
+    if not os.access(SSHD, os.X_OK):
+        unavailable('%s is needed (openssh-server)' % SSHD)
+    results, docs = tmp_path / 'results', tmp_path / 'docs'
+    argv = [sys.executable, str(ROOT / 'bench' / 'pull.py'), '--image-size', '1M', '--files', '100', '--days', '3',
+            '--unchanged-rounds', '1', '--ab-rounds', '1', '--sparse-image-size', '4M', '--fs', 'xfs',
+            '--workdir', str(loop_workdir), '--results-dir', str(results), '--docs-dir', str(docs)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    data = json.loads((results / 'pull-latest.json').read_text())
+    assert len(list(results.glob('pull-2*.json'))) == 1
+    assert {'meta', 'client', 'stages', 'targets'} <= set(data)
+    assert data['meta']['rsync_version'].startswith('rsync') and data['meta']['ssh_version'].startswith('OpenSSH')
+    assert data['client']['files'] == 100 and data['client']['first_copy_bytes'] >= 1 << 20
+    (stage,) = data['stages']
+    assert (stage['fs'], stage['method']) == ('xfs', 'reflink')
+    assert [d['day'] for d in stage['days']] == [1, 2, 3]
+    assert stage['days'][0]['change'] is None
+    for day in stage['days'][1:]:
+        change = day['change']
+        # 1 % of the 1 MiB image, in 4 KiB blocks; 1 % of 100 files.
+        assert change['image_bytes'] == 8192 and change['small_files'] == 1
+        assert change['bytes'] == change['image_bytes'] + change['small_bytes']
+        assert day['ours']['method'] == 'reflink' and day['ours']['rsync_runs'] == 1
+        assert day['ours']['rsync']['exit'] == 0 and day['ours']['rsync']['files_transferred'] >= 1
+        assert sorted(day['order']) == ['ours', 'rsnapshot']
+    assert stage['verify']['exact'], stage['verify']
+    # Ours shares the unchanged blocks; rsnapshot's chain holds a whole image a day.
+    summary = stage['summary']
+    assert summary['expected_bytes'] == summary['first_copy_bytes'] + summary['bytes_changed']
+    assert summary['rsnapshot_chain_bytes'] > summary['ours_chain_bytes'] > 0
+    assert stage['space']['ours']['trees'] == 4            # three snapshots and the mirror
+    timed = [r for r in stage['unchanged'] if not r['warmup']]
+    assert len(timed) == 1 and len(stage['unchanged']) == 2
+    assert stage['unchanged'][0]['bare']['files_transferred'] == 0    # the copy really was up to date
+    assert summary['unchanged_ratio_min'] <= summary['unchanged_ratio_median'] <= summary['unchanged_ratio_max']
+    assert [(t['fs'], t['status'] in ('PASS', 'MISS')) for t in data['targets']] == [('xfs', True), ('xfs', True)]
+    # The rsync options A/B: ours' own argv, whole and less options, against rsnapshot's rsync on a changed
+    # day (all with --link-dest) and against a bare rsync -a on the unchanged tree (ours' in place, on XFS).
+    variants = {'ours', 'ours without -S', 'ours without -A -X', 'ours without -H', 'ours with -a alone'}
+    for key, base, in_place in (('flags_ab', 'rsnapshot', False), ('flags_ab_unchanged', 'bare rsync -a', True)):
+        ab = stage[key]
+        assert ab['argv'][:2] == ['rsync', '-aHAXS'] and ab['changed'] is not in_place
+        assert ('--inplace' in ab['argv']) is in_place
+        assert any(a.startswith('--link-dest=') for a in ab['argv']) is not in_place
+        assert set(ab['median']) == variants | {base}
+        assert len(ab['rounds']) == 1 and all(v > 0 for v in ab['median'].values())
+    # The local rsync -a / -aS check into a shared mirror: four days, alternating.
+    (check_,) = data['sparse_check']
+    assert check_['fs'] == 'xfs' and [r['flags'] for r in check_['rows']] == ['-a', '-aS', '-a', '-aS']
+    assert all(r['literal_bytes'] > 0 and r['growth_bytes'] > 0 for r in check_['rows'])
+
+    md = (docs / 'benchmarks-pull.md').read_text()
+    for part in ('Generated by bench/pull.py', '# Benchmark: daily pulls over ssh', '## Targets',
+                 '## Chain space after 3 pulls', '## Wall time per pull', '## Unchanged tree', '### xfs (reflink)',
+                 '## Which rsync options cost the time: the unchanged tree',
+                 '## Which rsync options cost the time: one changed day', '## rsync -S and shared blocks',
+                 '## Reading the figures',
+                 'chain space on xfs <= 1.1x', 'unchanged-tree pull on xfs <= 1.1x bare rsync -a', 'OpenSSH',
+                 'both newest copies against the client: exact'):
+        assert part in md, part
+    assert ('PASS' in md) or ('MISS' in md)
+    assert 'PASS' in proc.stdout or 'MISS' in proc.stdout
+    # Nothing left mounted or attached from the bench's own work directory.
+    assert not list(loop_workdir.glob('fslinks-bench-*'))
+    again = subprocess.run([sys.executable, str(ROOT / 'bench' / 'pull.py'), '--report-only',
+                            str(results / 'pull-latest.json'), '--docs-dir', str(tmp_path / 'again')],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / 'again' / 'benchmarks-pull.md').read_text() == md
