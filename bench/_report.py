@@ -496,11 +496,11 @@ def markdown(data, png_name=None):
     if sct:
         lines += ['## Scale: %s files' % ' and '.join(sorted({'{:,}'.format(st['files']) for st in data['scale']},
                                                             key=lambda x: int(x.replace(',', '')))), '',
-                  'The hard-link and the copy methods on a large tree against a 100,000-file one of the same '
+                  'The hard-link and the copy methods on a large tree against a smaller one (100,000 files) of the same '
                   'file sizes (`--scale-scale %s`: small files, so that the large tree fits this machine\'s '
                   'disk), steady state, median of %d interleaved samples; "x its floor": against `cp -al` and '
                   '`cp -a --reflink=never`, median of per-round ratios. Targets: time per file within 10 %% and '
-                  'peak memory within 2 MiB of the 100,000-file point.' % (m.get('scale_scale'), m.get('scale_reps', 0)),
+                  'peak memory within 2 MiB of the smaller point.' % (m.get('scale_scale'), m.get('scale_reps', 0)),
                   '', sct, '']
     at = ansible_table(data)
     if at:

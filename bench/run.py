@@ -301,8 +301,8 @@ def cp_never(src, out):
 def bench_scale(fs, files, args, wd, data):
     """One point of the scale stage: a tree of FILES names with --scale-scale's small files (so
     that 1,000,000 of them fit this machine's disk), the steady state of the hard-link and copy
-    methods against cp -al and cp -a --reflink=never.  Compared with the 100,000-file point of
-    the same stage: time per file and peak memory."""
+    methods against cp -al and cp -a --reflink=never.  Compared with the --scale-base point
+    (100,000 files) of the same stage: time per file and peak memory."""
     tree_bytes = int(files * (1 - _treegen.LINK_SHARE) * (1 - _treegen.EMPTY) * MEAN_FILE * args.scale_scale)
     copies = (1 if fs == 'ext4' else 0) + 1
     size, fs_cm = loop_fs(fs, files, args, wd, tree_bytes, copies, 'scale-%s-%d' % (fs, files))
@@ -509,6 +509,8 @@ def parse_args(argv):
     p.add_argument('--scale-files', type=int, default=1000000,
                    help='the scale stage: this many files against 100,000, same file sizes (0: no scale stage) '
                         '(default: %(default)s)')
+    p.add_argument('--scale-base', type=int, default=100000,
+                   help='the scale stage\'s reference point (default: %(default)s)')
     p.add_argument('--scale-fs', default='ext4',
                    help="filesystems of the scale stage, or 'all' (default: %(default)s)")
     p.add_argument('--scale-scale', type=float, default=0.05,
@@ -607,7 +609,7 @@ def main(argv=None):
                 bench_fs(fs, files, args, wd, data)
         if args.scale_files:
             for fs in args.scale_fs:
-                for files in sorted({100000, args.scale_files}):
+                for files in sorted({args.scale_base, args.scale_files}):
                     bench_scale(fs, files, args, wd, data)
         if not args.no_ansible:
             bench_ansible(args, wd, data)
