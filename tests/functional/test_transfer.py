@@ -13,6 +13,8 @@ import os
 
 import pytest
 
+from helpers.trees import write_sparse
+
 from ansible_collections.fslinks.snapshots.plugins.module_utils import _transfer
 from ansible_collections.fslinks.snapshots.plugins.module_utils._reflink_copy import reflink_copy
 
@@ -20,17 +22,6 @@ pytestmark = pytest.mark.loopfs
 
 MiB = 1 << 20
 GiB = 1 << 30
-
-
-def make_file(path, size, regions):
-    """A file of apparent size SIZE with data only at REGIONS [(offset, bytes)]: the rest holes."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        for off, chunk in regions:
-            os.pwrite(fd, chunk, off)
-        os.ftruncate(fd, size)
-    finally:
-        os.close(fd)
 
 
 def pattern(n, seed):
@@ -80,7 +71,7 @@ def test_copy_sparse_keeps_data_and_holes(fs, workdir, layout):
     w = workdir(fs)
     size, spans = LAYOUTS[layout]
     regions = [(off, pattern(n, i + 1)) for i, (off, n) in enumerate(spans)]
-    make_file(w / 'src', size, regions)
+    write_sparse(w / 'src', size, regions)
     copied = copy_file(w / 'src', w / 'dst')
     with open(w / 'src', 'rb') as a, open(w / 'dst', 'rb') as b:
         assert a.read() == b.read()
@@ -101,7 +92,7 @@ def test_copy_sparse_offsets_beyond_2_and_4_gib(fs, workdir):
     size = 5 * GiB
     regions = [(0, pattern(4096, 1)), (2 * GiB - MiB, pattern(2 * MiB, 2)),    # across the 2 GiB mark
                (4 * GiB - 4096, pattern(8192, 3)), (size - 4096, pattern(4096, 4))]
-    make_file(w / 'src', size, regions)
+    write_sparse(w / 'src', size, regions)
     copied = copy_file(w / 'src', w / 'dst')
     assert sum(len(c) for _o, c in regions) <= copied < 16 * MiB
     assert os.stat(w / 'dst').st_size == size
@@ -118,7 +109,7 @@ def test_copy_sparse_survives_short_writes(fs, workdir, monkeypatch):
     w = workdir(fs)
     size, spans = LAYOUTS['inner-holes']
     regions = [(off, pattern(n, i + 1)) for i, (off, n) in enumerate(spans)] + [(3 * MiB, pattern(100_000, 9))]
-    make_file(w / 'src', size, regions)
+    write_sparse(w / 'src', size, regions)
     real = os.sendfile
     calls = []
 
@@ -137,7 +128,7 @@ def test_copy_sparse_src_shorter_than_told(fs, workdir):
     """src shrank after its size was read: dst still gets the size we were told (the walker
     counts the file as changed during the run), the data that was there, then zeros."""
     w = workdir(fs)
-    make_file(w / 'src', 10_000, [(0, pattern(10_000, 5))])
+    write_sparse(w / 'src', 10_000, [(0, pattern(10_000, 5))])
     copied = copy_file(w / 'src', w / 'dst', size=50_000)
     assert copied == 10_000
     with open(w / 'dst', 'rb') as f:
@@ -153,7 +144,7 @@ def test_tree_copy_never_reflink_keeps_sparse_files(fs, workdir, layout):
     size, spans = LAYOUTS[layout]
     regions = [(off, pattern(n, i + 1)) for i, (off, n) in enumerate(spans)]
     os.mkdir(w / 'tree')
-    make_file(w / 'tree' / 'f', size, regions)
+    write_sparse(w / 'tree' / 'f', size, regions)
     os.utime(w / 'tree' / 'f', ns=(1_600_000_000_123_456_789, 1_600_000_000_987_654_321))
     res = reflink_copy(str(w / 'tree'), str(w / 'copy'), policy='never')
     assert res['stats']['copied'] == 1
