@@ -198,6 +198,16 @@ def targets(data):
                 '%s, net peak RSS %.1f MiB at %d files -> at %d files%s' % (fs, a / 1024, sizes[0], big, extra),
                 b / 1024, limit / 1024, 'MiB', b <= limit)
     out += scale_targets(data)
+    for entry in data.get('big_file') or ():
+        sc = entry['scenarios']['copy']
+        ours, theirs = sc.get('engine:copy-file'), sc.get('cp-never')
+        if ours is None or theirs is None:
+            continue
+        r = _ratio(ours, theirs)
+        out.append(_target('copy of one %s file <= 1.00x cp -a --reflink=never' % _bytes(entry['file_bytes']),
+                           '%s, reflink_copy reflink=never, %s%s' % (entry['fs'], tool_version(data, theirs),
+                                                                     _durable(data, ours, theirs)),
+                           r, 1.0, 'x', r is not None and r <= 1.0))
     return out
 
 
@@ -320,6 +330,27 @@ def headline(data, files=None):
             rows += _rows_for(data, st, scenario)
     align = ['---'] * 4 + ['--:'] * (len(header) - 4)
     return files, _table(header, rows, align)
+
+
+def _bytes(n):
+    return '%.1f GiB' % (n / (1 << 30)) if n >= 1 << 30 else '%.0f MiB' % (n / (1 << 20))
+
+
+def big_file_table(data):
+    rows = []
+    for entry in sorted(data.get('big_file') or (), key=lambda e: _fs_key(e['fs'])):
+        sc = entry['scenarios']['copy']
+        floor = sc.get('cp-never')
+        for key in _keyed(sc):
+            e = sc[key]
+            rows.append([entry['fs'], ('**%s**' % e['label']) if key.startswith('engine:') else e['label'],
+                         tool_version(data, e), _s(e['median']), '%s–%s' % (_s(e['min']), _s(e['max'])),
+                         _r(_ratio(e, floor)) if floor is not None and key != 'cp-never' else '',
+                         _s(e['median_with_sync']), _s(_cpu_median(data, e))])
+    if not rows:
+        return None
+    return _table(['fs', 'contender', 'version', 'median s', 'min–max s', 'x cp --reflink=never',
+                   'median s incl. syncfs', 'CPU s'], rows, ['---'] * 3 + ['--:'] * 5)
 
 
 def scale_table(data):
@@ -492,6 +523,14 @@ def markdown(data, png_name=None):
               'the largest of its processes). (`wait4`\'s `ru_maxrss` is not used: Linux charges a '
               'child with the forking parent\'s resident set from before exec.)'
               % (m.get('baseline_rss_kb', 0) / 1024), '', memory(data), '']
+    bft = big_file_table(data)
+    if bft:
+        lines += ['## One big file', '',
+                  'A %s file of random data copied without sharing: `reflink_copy` with `reflink: never` '
+                  '(called in-process; it syncs the copy before giving it its name) against '
+                  '`cp -a --reflink=never` (which does not), median of %d interleaved samples; ratios are '
+                  'medians of per-round ratios.' % (_bytes(data['big_file'][0]['file_bytes']), m['reps']),
+                  '', bft, '']
     sct = scale_table(data)
     if sct:
         lines += ['## Scale: %s files' % ' and '.join(sorted({'{:,}'.format(st['files']) for st in data['scale']},

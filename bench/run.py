@@ -71,17 +71,13 @@ class Contender:
         self.collections = collections      # an engine other than this run's frozen one
 
 
-def engine(method, src, root, prev, workers=0, baseline=None):
-    """Our engine; workers=0 is its default (one process per CPU, at most 4), 1 one process.
-    ``baseline``: (collections path, label) of another engine to run the same job with."""
+def engine(method, src, root, prev, workers=0):
+    """Our engine; workers=0 is its default (one process per CPU, at most 4), 1 one process."""
     key, label = ('engine:%s' % method, 'fslinks %s' % method) if workers == 0 else \
         ('engine:%s-%d' % (method, workers), 'fslinks %s, %d process%s' % (method, workers, '' if workers == 1 else 'es'))
-    c = Contender(key, label, 'engine',
-                  job={'op': 'snapshot', 'src': str(src), 'dest': str(root), 'method': method, 'workers': workers},
-                  root=root, keep=(prev, 'latest', '.fslinks-snapshot.lock'))
-    if baseline is not None:
-        c.key, c.label, c.collections = c.key + ':baseline', '%s (%s)' % (c.label, baseline[1]), baseline[0]
-    return c
+    return Contender(key, label, 'engine',
+                     job={'op': 'snapshot', 'src': str(src), 'dest': str(root), 'method': method, 'workers': workers},
+                     root=root, keep=(prev, 'latest', '.fslinks-snapshot.lock'))
 
 
 def with_baseline(contenders, args):
@@ -89,13 +85,13 @@ def with_baseline(contenders, args):
     --baseline engine: before and after, interleaved in the same rounds."""
     if not args.baseline:
         return contenders
+    collections, label = args.baseline
     out = []
     for c in contenders:
         out.append(c)
         if c.kind == 'engine' and c.job['method'] in args.baseline_methods:
-            b = engine(c.job['method'], c.job['src'], c.root, None, c.job['workers'], args.baseline)
-            b.keep = c.keep
-            out.append(b)
+            out.append(Contender(c.key + ':baseline', '%s (%s)' % (c.label, label), 'engine', job=c.job, root=c.root,
+                                 keep=c.keep, collections=collections))
     return out
 
 
@@ -192,10 +188,6 @@ def image_plan(fs, tree_bytes, files, copies):
     need = max((data + meta) * 1.2 + GiB, GiB if fs != 'ext4' else 512 * MiB)
     opts = ['-N', str(int(tree_entries(files) * (trees + 1) * 1.1))] if fs == 'ext4' else []
     return int(-(-need // MiB)) * MiB, opts
-
-
-def image_size(fs, tree_bytes, files, copies):
-    return image_plan(fs, tree_bytes, files, copies)[0]
 
 
 def loop_fs(fs, files, args, wd, tree_bytes, copies, name):
@@ -329,6 +321,35 @@ def bench_scale(fs, files, args, wd, data):
         warm, timed = measure(contenders, mnt, fs == 'btrfs', args.scale_reps, args.warmup)
         stage['scenarios']['steady'] = _scenario(contenders, warm, timed)
         stage['loadavg']['end'] = os.getloadavg()
+        write_json(args, data)
+
+
+def bench_big_file(fs, args, wd, data):
+    """One big file (--big-file, 2 GiB of random data): reflink_copy with reflink: never against
+    cp -a --reflink=never, interleaved; the copy path's streaming speed, where the per-file costs
+    of a tree do not count."""
+    size = _parse_size(args.big_file)
+    _size, fs_cm = loop_fs(fs, 1, args, wd, size, 2, 'big-%s' % fs)
+    with fs_cm as mnt:
+        big = mnt / 'big.bin'
+        buf = os.urandom(64 * MiB)
+        with open(big, 'wb') as f:
+            left = size
+            while left > 0:
+                f.write(buf[:min(left, len(buf))])
+                left -= min(left, len(buf))
+        syncfs(mnt)
+        (mnt / 'eng').mkdir()
+        (mnt / 'out').mkdir()
+        ours = Contender('engine:copy-file', 'fslinks reflink_copy reflink=never', 'engine',
+                         job={'op': 'reflink_copy', 'src': str(big), 'dest': str(mnt / 'eng' / 'big.bin'),
+                              'policy': 'never', 'method': 'copy', 'workers': 1}, root=mnt / 'eng')
+        contenders = with_baseline([ours, command('cp-never', 'cp -a --reflink=never',
+                                                  ['cp', '-a', '--reflink=never', big, mnt / 'out' / 'big.bin'],
+                                                  mnt / 'out' / 'big.bin')], args)
+        log('big file on %s: %s' % (fs, ', '.join(c.key for c in contenders)))
+        warm, timed = measure(contenders, mnt, fs == 'btrfs', args.reps, args.warmup)
+        data['big_file'].append({'fs': fs, 'file_bytes': size, 'scenarios': {'copy': _scenario(contenders, warm, timed)}})
         write_json(args, data)
 
 
@@ -516,6 +537,9 @@ def parse_args(argv):
     p.add_argument('--scale-scale', type=float, default=0.05,
                    help='file size factor of the scale stage (default %(default)s: ~1.2 GB at 1,000,000 files)')
     p.add_argument('--scale-reps', type=int, default=3, help='timed rounds of the scale stage (default: %(default)s)')
+    p.add_argument('--big-file', default='2G',
+                   help='one file of this size copied (reflink_copy reflink=never vs cp -a --reflink=never) on each '
+                        '--fs; 0: not (default: %(default)s)')
     p.add_argument('--baseline', metavar='DIR',
                    help='also run another checkout of the collection (e.g. main) as "before", interleaved')
     p.add_argument('--baseline-label', default='before', help='its label in the report (default: %(default)s)')
@@ -587,7 +611,7 @@ def main(argv=None):
                      'change_share': args.change_share, 'copy_max_files': args.copy_max_files,
                      'scale_files': args.scale_files, 'scale_scale': args.scale_scale, 'scale_reps': args.scale_reps,
                      'baseline': str(args.baseline) if args.baseline else None, 'baseline_label': args.baseline_label},
-            'stages': [], 'scale': [], 'ansible': None}
+            'stages': [], 'scale': [], 'big_file': [], 'ansible': None}
     t0 = time.perf_counter()
     with _common.workdir(args.workdir) as wd:
         frozen, digest = _common.freeze_collection(wd / 'collection')
@@ -607,6 +631,9 @@ def main(argv=None):
         for files in args.files:
             for fs in args.fs:
                 bench_fs(fs, files, args, wd, data)
+        if _parse_size(args.big_file):
+            for fs in args.fs:
+                bench_big_file(fs, args, wd, data)
         if args.scale_files:
             for fs in args.scale_fs:
                 for files in sorted({args.scale_base, args.scale_files}):
