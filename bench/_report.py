@@ -533,8 +533,8 @@ def markdown(data, png_name=None):
                   '', bft, '']
     sct = scale_table(data)
     if sct:
-        lines += ['## Scale: %s files' % ' and '.join(sorted({'{:,}'.format(st['files']) for st in data['scale']},
-                                                            key=lambda x: int(x.replace(',', '')))), '',
+        points = sorted({st['files'] for st in data['scale']})
+        lines += ['## Scale: %s files' % ' and '.join('{:,}'.format(n) for n in points), '',
                   'The hard-link and the copy methods on a large tree against a smaller one (100,000 files) of the same '
                   'file sizes (`--scale-scale %s`: small files, so that the large tree fits this machine\'s '
                   'disk), steady state, median of %d interleaved samples; "x its floor": against `cp -al` and '
