@@ -177,6 +177,6 @@ def test_copy_sparse_starts_writeback_of_large_copies_only(fs, workdir, monkeypa
     monkeypatch.setattr(_transfer.os, 'posix_fadvise', failing)
     assert copy_file(w / 'big', w / 'big.copy2') == MiB
     monkeypatch.undo()
-    for name in ('big.copy', 'small.copy', 'big.copy2'):
-        with open(w / name.split('.')[0], 'rb') as a, open(w / name, 'rb') as b:
+    for orig, name in (('big', 'big.copy'), ('small', 'small.copy'), ('big', 'big.copy2')):
+        with open(w / orig, 'rb') as a, open(w / name, 'rb') as b:
             assert a.read() == b.read()
