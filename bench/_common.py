@@ -52,7 +52,8 @@ def workdir(base):
     try:
         yield d
     finally:
-        shutil.rmtree(d / 'collection', ignore_errors=True)     # freeze_collection's copy
+        for frozen in ('collection', 'baseline'):       # freeze_collection's copies
+            shutil.rmtree(d / frozen, ignore_errors=True)
         with contextlib.suppress(OSError):
             (d / 'pid').unlink()
         with contextlib.suppress(OSError):
@@ -185,6 +186,18 @@ def host_info():
                                capture_output=True, text=True, check=True).stdout.strip()
         info['engine_dirty'] = bool(dirty)
     return info
+
+
+def git_commit(root):
+    """Short commit of the checkout ROOT (+ '-dirty' if its plugins/ has uncommitted changes), or None."""
+    try:
+        commit = subprocess.run(['git', '-C', str(root), 'rev-parse', '--short', 'HEAD'],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(['git', '-C', str(root), 'status', '--porcelain', '--', 'plugins'],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (subprocess.CalledProcessError, OSError):
+        return None
+    return commit + ('-dirty' if dirty else '')
 
 
 def freeze_collection(dest, root=ROOT):

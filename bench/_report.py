@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
+import statistics
 from pathlib import Path
 
 ORDER = ['engine:hardlink', 'engine:hardlink-1', 'rsync', 'cp-al', 'engine:reflink', 'engine:reflink-1',
-         'cp-reflink', 'engine:btrfs', 'btrfs-snapshot', 'engine:copy', 'cp-a']
-BASELINES = [('rsync', 'x rsync --link-dest'), ('cp-al', 'x cp -al'), ('cp-reflink', 'x cp --reflink')]
+         'cp-reflink', 'engine:btrfs', 'btrfs-snapshot', 'engine:copy', 'engine:copy-1', 'cp-never',
+         'cp-a']        # cp-a: plain cp -a, in results from before cp-never (it reflinks on XFS, btrfs)
+BASELINES = [('rsync', 'x rsync --link-dest'), ('cp-al', 'x cp -al'), ('cp-reflink', 'x cp --reflink'),
+             ('cp-never', 'x cp --reflink=never')]
+FLOORS = {'engine:hardlink': 'cp-al', 'engine:reflink': 'cp-reflink', 'engine:copy': 'cp-never',
+          'engine:btrfs': 'btrfs-snapshot'}
+SCALE_TIME = 1.10         # scale stage: time per file at the large point within 10 % of 100,000 files ...
+SCALE_MEM_KB = 2048       # ... and peak memory within 2 MiB
 FS_ORDER = ['ext4', 'xfs', 'btrfs']
 MEM_GROWTH = 1.5          # "flat": net peak RSS grows at most 1.5x ...
 MEM_SLACK_KB = 2048       # ... plus 2 MiB, for 10x more files (linear would be 10x)
@@ -39,17 +47,72 @@ def _get(data, fs, files, scenario, key):
     return None
 
 
+def _keyed(keys):
+    """Keys in report order; a baseline engine's key ('...:baseline') right after its own."""
+    def rank(k):
+        base = k[:-len(':baseline')] if k.endswith(':baseline') else k
+        return (ORDER.index(base) if base in ORDER else len(ORDER), base, k != base)
+    return sorted(keys, key=rank)
+
+
+def _paired(a, b, value, value_b=None):
+    """Median of the per-round ratios value(a sample) / value_b(b sample): samples of one round
+    ran next to each other on the same machine state.  None where the rounds do not pair up (an
+    old result, a different number of samples)."""
+    value_b = value_b or value
+    sa, sb = a.get('samples') or [], b.get('samples') or []
+    pairs = [(value(x), value_b(y)) for x, y in zip(sa, sb)] if len(sa) == len(sb) else []
+    pairs = [(x, y) for x, y in pairs if x is not None and y]
+    return statistics.median(x / y for x, y in pairs) if pairs else None
+
+
 def _ratio(a, b):
     if a is None or b is None or not b.get('median'):
         return None
-    return a['median'] / b['median']
+    r = _paired(a, b, lambda s: s['seconds'])
+    return r if r is not None else a['median'] / b['median']
 
 
-def _durable(a, b):
-    """Context for a ratio: both times including a flush (ours syncs before publishing; cp does not)."""
+def _cpu(data, entry):
+    """CPU seconds (user+sys) of one sample of ENTRY.  Ours less the interpreter's start-up and
+    imports (a worker that runs nothing), which its wall time does not include either."""
+    off = data['meta'].get('baseline_cpu_seconds', 0.0) if entry.get('kind') == 'engine' else 0.0
+    return lambda s: None if s.get('cpu_seconds') is None else max(s['cpu_seconds'] - off, 1e-3)
+
+
+def _cpu_median(data, entry):
+    vals = [v for v in map(_cpu(data, entry), entry.get('samples') or ()) if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _durable(data, a, b):
+    """Context for a ratio: both times including a flush (ours syncs before publishing; cp does
+    not), and the CPU time (user+sys) ratio."""
     if a is None or b is None or not b.get('median_with_sync'):
         return ''
-    return '; incl. syncfs for both: %.2fx' % (a['median_with_sync'] / b['median_with_sync'])
+    r = _paired(a, b, lambda s: s['seconds'] + s['sync_seconds'])
+    out = '; incl. syncfs for both: %.2fx' % (r if r is not None else a['median_with_sync'] / b['median_with_sync'])
+    cpu = _paired(a, b, _cpu(data, a), _cpu(data, b))
+    return out + ('; CPU %.2fx' % cpu if cpu is not None else '')
+
+
+def tool_version(data, entry):
+    """The version of the tool behind a result, as the report prints it next to its figures."""
+    h = data['meta']['host']
+    if entry.get('kind') == 'engine':
+        if entry['label'].endswith(')') and data['meta'].get('baseline_commit'):
+            return 'fslinks %s' % data['meta']['baseline_commit']
+        return 'fslinks %s' % (h.get('git_commit', '?') + ('+' if h.get('engine_dirty') else ''))
+    tool = os.path.basename((entry.get('argv') or ['?'])[0])
+    line = {'rsync': h.get('rsync'), 'cp': h.get('cp'), 'btrfs': h.get('btrfs-progs')}.get(tool) or ''
+    m = re.search(r'v?(\d+(?:\.\d+)+)', line)
+    name = {'cp': 'coreutils', 'btrfs': 'btrfs-progs'}.get(tool, tool)
+    return '%s %s' % (name, m.group(1)) if m else tool
+
+
+def _versioned(data, fs, files, key, scenario='steady'):
+    e = _get(data, fs, files, scenario, key)
+    return '%s, %s' % (e['label'], tool_version(data, e)) if e else key
 
 
 def _net_rss(data, entry):
@@ -70,24 +133,27 @@ def targets(data):
         out.append({'name': name, 'where': where, 'value': value, 'limit': limit, 'unit': unit,
                     'status': 'n/a' if value is None else ('PASS' if ok else 'MISS')})
 
+    # Against the floor: the C tool that does the least the same result needs.
+    floors = [('engine:hardlink', 'hardlink', 'cp-al', 'cp -al', 1.15, FS_ORDER),
+              ('engine:reflink', 'reflink', 'cp-reflink', 'cp -a --reflink=always', 0.90, ('xfs', 'btrfs')),
+              ('engine:copy', 'copy', 'cp-never', 'cp -a --reflink=never', 1.0, FS_ORDER)]
+    for key, method, floor, label, limit, fss in floors:
+        for fs in fss:
+            ours, theirs = _get(data, fs, big, 'steady', key), _get(data, fs, big, 'steady', floor)
+            if ours is None or theirs is None:
+                continue
+            r = _ratio(ours, theirs)
+            add('%s <= %.2fx %s' % (method, limit, label), '%s, %d files, steady, %s%s' % (
+                fs, big, tool_version(data, theirs), _durable(data, ours, theirs)), r, limit, 'x', r is not None and r <= limit)
+    # Against the rsync found on this machine, whatever its speed: a snapshot tool that is slower
+    # than rsync -a --link-dest has no reason to exist.
     for fs in FS_ORDER:
-        hl = _get(data, fs, big, 'steady', 'engine:hardlink')
-        if hl is None:
+        hl, rs = _get(data, fs, big, 'steady', 'engine:hardlink'), _get(data, fs, big, 'steady', 'rsync')
+        if hl is None or rs is None:
             continue
-        where = '%s, %d files, steady' % (fs, big)
-        r = _ratio(hl, _get(data, fs, big, 'steady', 'rsync'))
-        add('hardlink <= 0.30x rsync --link-dest', where, r, 0.30, 'x', r is not None and r <= 0.30)
-        cpal = _get(data, fs, big, 'steady', 'cp-al')
-        r = _ratio(hl, cpal)
-        add('hardlink <= 1.15x cp -al', where + _durable(hl, cpal), r, 1.15, 'x', r is not None and r <= 1.15)
-    for fs in ('xfs', 'btrfs'):
-        rl = _get(data, fs, big, 'steady', 'engine:reflink')
-        if rl is None:
-            continue
-        cpr = _get(data, fs, big, 'steady', 'cp-reflink')
-        r = _ratio(rl, cpr)
-        add('reflink <= 0.90x cp -a --reflink=always', '%s, %d files, steady%s' % (fs, big, _durable(rl, cpr)), r, 0.90,
-            'x', r is not None and r <= 0.90)
+        r = _ratio(hl, rs)
+        add('hardlink <= 0.50x rsync -a --link-dest (the rsync on this machine)',
+            '%s, %d files, steady, %s' % (fs, big, tool_version(data, rs)), r, 0.50, 'x', r is not None and r <= 0.50)
     back = '%d files, 1 %% changed' % big
     r = _ratio(_get(data, 'xfs', big, 'restore', 'engine:restore'), _get(data, 'xfs', big, 'restore', 'cp-reflink'))
     if r is not None:
@@ -101,7 +167,12 @@ def targets(data):
         if e is not None and (worst is None or e['median'] > worst[1]):
             worst = (n, e['median'])
     if worst is not None:
-        add('btrfs method < 0.1 s at every tree size', 'btrfs, worst median at %d files' % worst[0],
+        snap = _get(data, 'btrfs', worst[0], 'steady', 'btrfs-snapshot')
+        extra = ''
+        if snap is not None:
+            extra = '; %.2fx %s' % (_ratio(_get(data, 'btrfs', worst[0], 'steady', 'engine:btrfs'), snap),
+                                    _versioned(data, 'btrfs', worst[0], 'btrfs-snapshot'))
+        add('btrfs method < 0.1 s at every tree size', 'btrfs, worst median at %d files%s' % (worst[0], extra),
             worst[1], 0.1, 's', worst[1] < 0.1)
     ans = (data.get('ansible') or {}).get('results') or {}
     if ans.get('ping'):
@@ -126,7 +197,61 @@ def targets(data):
             add('memory flat in the number of files (hardlink)',
                 '%s, net peak RSS %.1f MiB at %d files -> at %d files%s' % (fs, a / 1024, sizes[0], big, extra),
                 b / 1024, limit / 1024, 'MiB', b <= limit)
+    out += scale_targets(data)
+    for entry in data.get('big_file') or ():
+        sc = entry['scenarios']['copy']
+        ours, theirs = sc.get('engine:copy-file'), sc.get('cp-never')
+        if ours is None or theirs is None:
+            continue
+        r = _ratio(ours, theirs)
+        out.append(_target('copy of one %s file <= 1.00x cp -a --reflink=never' % _bytes(entry['file_bytes']),
+                           '%s, reflink_copy reflink=never, %s%s' % (entry['fs'], tool_version(data, theirs),
+                                                                     _durable(data, ours, theirs)),
+                           r, 1.0, 'x', r is not None and r <= 1.0))
     return out
+
+
+def _scale_get(data, fs, files, key):
+    for st in data.get('scale') or ():
+        if st['fs'] == fs and st['files'] == files:
+            return st['scenarios'].get('steady', {}).get(key)
+    return None
+
+
+def _scale_points(data):
+    """(fs, small, large) of each filesystem's scale stage."""
+    out = []
+    for fs in FS_ORDER:
+        sizes = sorted({st['files'] for st in data.get('scale') or () if st['fs'] == fs})
+        if len(sizes) > 1:
+            out.append((fs, sizes[0], sizes[-1]))
+    return out
+
+
+def scale_targets(data):
+    out = []
+    for fs, lo_n, hi_n in _scale_points(data):
+        for key, method in (('engine:hardlink', 'hardlink'), ('engine:copy', 'copy')):
+            lo, hi = _scale_get(data, fs, lo_n, key), _scale_get(data, fs, hi_n, key)
+            if lo is None or hi is None:
+                continue
+            a, b = lo['median'] / lo_n * 1e6, hi['median'] / hi_n * 1e6
+            floor = _scale_get(data, fs, hi_n, FLOORS[key])
+            extra = '; the floor %s: %.1f -> %.1f us/file' % (floor['label'], _scale_get(data, fs, lo_n, FLOORS[key])[
+                'median'] / lo_n * 1e6, floor['median'] / hi_n * 1e6) if floor else ''
+            out.append(_target('time per file at %d files within 10 %% of %d files (%s)' % (hi_n, lo_n, method),
+                               '%s, %.1f -> %.1f us/file%s' % (fs, a, b, extra), b / a, SCALE_TIME, 'x',
+                               b / a <= SCALE_TIME))
+            ra, rb = lo['maxrss_kb_median'], hi['maxrss_kb_median']
+            out.append(_target('peak memory at %d files within 2 MiB of %d files (%s)' % (hi_n, lo_n, method),
+                               '%s, %.1f -> %.1f MiB' % (fs, ra / 1024, rb / 1024), (rb - ra) / 1024,
+                               SCALE_MEM_KB / 1024, 'MiB', rb - ra <= SCALE_MEM_KB))
+    return out
+
+
+def _target(name, where, value, limit, unit, ok):
+    return {'name': name, 'where': where, 'value': value, 'limit': limit, 'unit': unit,
+            'status': 'n/a' if value is None else ('PASS' if ok else 'MISS')}
 
 
 def _fmt_target(t):
@@ -167,21 +292,21 @@ def _r(x):
     return '%.2fx' % x if x >= 0.1 else '%.3fx' % x
 
 
-def _rows_for(data, st, scenario):
+def _rows_for(data, st, scenario, columns=None):
     sc = st['scenarios'].get(scenario, {})
-    keys = [k for k in ORDER if k in sc] + sorted(k for k in sc if k not in ORDER)
+    keys = _keyed(sc)
     rows = []
     for key in keys:
         e = sc[key]
         ratios = []
-        for base, _title in BASELINES:
+        for base, _title in columns or BASELINES:
             b = sc.get(base)
             ratios.append(_r(_ratio(e, b)) if b is not None and base != key else '')
         fps = st['tree']['files'] / e['median'] if e['median'] > 0 else None
         rows.append([st['fs'], scenario, ('**%s**' % e['label']) if key.startswith('engine:') else e['label'],
-                     _s(e['median']), '%s–%s' % (_s(e['min']), _s(e['max'])),
+                     tool_version(data, e), _s(e['median']), '%s–%s' % (_s(e['min']), _s(e['max'])),
                      '{:,.0f}'.format(fps) if fps else '', *ratios, _s(e['median_with_sync']),
-                     '%.1f' % (e['maxrss_kb_median'] / 1024)])
+                     _s(_cpu_median(data, e)), '%.1f' % (e['maxrss_kb_median'] / 1024)])
     return rows
 
 
@@ -195,16 +320,56 @@ def _table(header, rows, align=None):
 def headline(data, files=None):
     sizes = sorted({st['files'] for st in data['stages']})
     files = files or (sizes[-1] if sizes else None)
-    header = ['fs', 'scenario', 'contender', 'median s', 'min–max s', 'files/s'] + \
-        [t for _b, t in BASELINES] + ['median s incl. syncfs', 'peak RSS MiB']
+    header = ['fs', 'scenario', 'contender', 'version', 'median s', 'min–max s', 'files/s'] + \
+        [t for _b, t in BASELINES] + ['median s incl. syncfs', 'CPU s', 'peak RSS MiB']
     rows = []
     for st in _stages(data):
         if st['files'] != files:
             continue
         for scenario in ('steady', 'changed', 'restore', 'diff'):
             rows += _rows_for(data, st, scenario)
-    align = ['---'] * 3 + ['--:'] * (len(header) - 3)
+    align = ['---'] * 4 + ['--:'] * (len(header) - 4)
     return files, _table(header, rows, align)
+
+
+def _bytes(n):
+    return '%.1f GiB' % (n / (1 << 30)) if n >= 1 << 30 else '%.0f MiB' % (n / (1 << 20))
+
+
+def big_file_table(data):
+    rows = []
+    for entry in sorted(data.get('big_file') or (), key=lambda e: _fs_key(e['fs'])):
+        sc = entry['scenarios']['copy']
+        floor = sc.get('cp-never')
+        for key in _keyed(sc):
+            e = sc[key]
+            rows.append([entry['fs'], ('**%s**' % e['label']) if key.startswith('engine:') else e['label'],
+                         tool_version(data, e), _s(e['median']), '%s–%s' % (_s(e['min']), _s(e['max'])),
+                         _r(_ratio(e, floor)) if floor is not None and key != 'cp-never' else '',
+                         _s(e['median_with_sync']), _s(_cpu_median(data, e))])
+    if not rows:
+        return None
+    return _table(['fs', 'contender', 'version', 'median s', 'min–max s', 'x cp --reflink=never',
+                   'median s incl. syncfs', 'CPU s'], rows, ['---'] * 3 + ['--:'] * 5)
+
+
+def scale_table(data):
+    """The scale stage: each point's contenders, time per file, peak memory."""
+    rows = []
+    for st in sorted(data.get('scale') or (), key=lambda s: (_fs_key(s['fs']), s['files'])):
+        sc = st['scenarios'].get('steady', {})
+        for key in _keyed(sc):
+            e = sc[key]
+            floor = sc.get(FLOORS.get(key.split(':baseline')[0], ''))
+            rows.append([st['fs'], '{:,}'.format(st['files']), '%.2f GB' % (st['tree']['bytes'] / 1e9),
+                         ('**%s**' % e['label']) if key.startswith('engine:') else e['label'], tool_version(data, e),
+                         _s(e['median']), '%.1f' % (e['median'] / st['files'] * 1e6),
+                         _r(_ratio(e, floor)) if floor is not None else '', _s(_cpu_median(data, e)),
+                         '%.1f' % (e['maxrss_kb_median'] / 1024)])
+    if not rows:
+        return None
+    return _table(['fs', 'files', 'data', 'contender', 'version', 'median s', 'µs/file', 'x its floor', 'CPU s',
+                   'peak RSS MiB'], rows, ['---'] * 5 + ['--:'] * 5)
 
 
 def scaling(data):
@@ -219,7 +384,7 @@ def scaling(data):
         for st in _stages(data):
             if st['fs'] == fs:
                 keys += [k for k in st['scenarios'].get('steady', {}) if k not in keys]
-        keys = [k for k in ORDER if k in keys]
+        keys = _keyed(keys)
         for key in keys:
             cells, meds, label = [], [], key
             for n in sizes:
@@ -321,11 +486,17 @@ def markdown(data, png_name=None):
         '',
         '## Headline: %s files' % ('{:,}'.format(files) if files else '?'),
         '',
-        'Median of %d interleaved samples after %d warm-up round(s); "x rsync --link-dest", "x cp -al" '
-        'and "x cp --reflink" divide the medians (below 1: faster than that tool). **Bold**: our '
+        'Median of %d interleaved samples after %d warm-up round(s); "x rsync --link-dest", "x cp -al", '
+        '"x cp --reflink" (`cp -a --reflink=always`) and "x cp --reflink=never" (`cp -a --reflink=never`, the '
+        'floor of a copy: GNU cp >= 9.0 reflinks by default) are the median of the per-round ratios '
+        '(the two samples of a round ran one after the other; below 1: faster than that tool). '
+        '"version": the tool that made the figures (ours: its commit). "CPU s": user+sys of the '
+        'process and its children (ours less a bare interpreter\'s start-up and imports). **Bold**: our '
         'engine (`fslinks METHOD` = `hardlink_snapshot method=METHOD`, called in-process, with its '
-        'default `workers`: one process per CPU, at most 4 (here %s); `..., 1 process` = `workers: 1`).'
-        % (m['reps'], m['warmup'], h.get('cpus')),
+        'default `workers`: one process per CPU, at most 4 (here %s); `..., 1 process` = `workers: 1`)%s.'
+        % (m['reps'], m['warmup'], h.get('cpus'), (
+            '; "(%s)": the engine at commit %s (`--baseline`), interleaved with this one in the same rounds'
+            % (m.get('baseline_label', 'before'), m.get('baseline_commit') or '?')) if m.get('baseline') else ''),
         '',
         head,
         '',
@@ -352,6 +523,24 @@ def markdown(data, png_name=None):
               'the largest of its processes). (`wait4`\'s `ru_maxrss` is not used: Linux charges a '
               'child with the forking parent\'s resident set from before exec.)'
               % (m.get('baseline_rss_kb', 0) / 1024), '', memory(data), '']
+    bft = big_file_table(data)
+    if bft:
+        lines += ['## One big file', '',
+                  'A %s file of random data copied without sharing: `reflink_copy` with `reflink: never` '
+                  '(called in-process; it syncs the copy before giving it its name) against '
+                  '`cp -a --reflink=never` (which does not), median of %d interleaved samples; ratios are '
+                  'medians of per-round ratios.' % (_bytes(data['big_file'][0]['file_bytes']), m['reps']),
+                  '', bft, '']
+    sct = scale_table(data)
+    if sct:
+        points = sorted({st['files'] for st in data['scale']})
+        lines += ['## Scale: %s files' % ' and '.join('{:,}'.format(n) for n in points), '',
+                  'The hard-link and the copy methods on a large tree against a smaller one (100,000 files) of the same '
+                  'file sizes (`--scale-scale %s`: small files, so that the large tree fits this machine\'s '
+                  'disk), steady state, median of %d interleaved samples; "x its floor": against `cp -al` and '
+                  '`cp -a --reflink=never`, median of per-round ratios. Targets: time per file within 10 %% and '
+                  'peak memory within 2 MiB of the smaller point.' % (m.get('scale_scale'), m.get('scale_reps', 0)),
+                  '', sct, '']
     at = ansible_table(data)
     if at:
         a = data['ansible']
@@ -379,7 +568,8 @@ def markdown(data, png_name=None):
               '- A previous snapshot PREV (made by our engine) exists in every run; `fslinks hardlink` '
               'links unchanged files to it, `rsync -a --link-dest=PREV SRC/ NEW/` too; `cp -al SRC NEW` '
               'links to SRC itself; `fslinks reflink`, `cp -a --reflink=always` clone from SRC; '
-              '`fslinks copy` and `cp -a` copy all data (only up to %s files).' % '{:,}'.format(m['copy_max_files']),
+              '`fslinks copy` and `cp -a --reflink=never` copy all data (only up to %s files).'
+              % '{:,}'.format(m['copy_max_files']),
               '- Our engine: each sample is a fresh `python bench/_worker.py` that imports '
               '`ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot` (the same code '
               'the modules and the CLI run; from a copy of the collection made when the run started, '
@@ -393,9 +583,14 @@ def markdown(data, png_name=None):
               'on btrfs `btrfs subvolume sync` waits for the cleaner; page cache stays warm.',
               '- Our engine preserves what `rsync -aHAX` would (inner hard links, xattrs and ACLs); the '
               'rsync contender is plain `rsync -a` as commonly used for snapshots, which does less.',
-              '- Targets use medians of the largest tree in the steady state. "Memory flat": our '
-              'hardlink method\'s net peak RSS at the largest tree is at most %.1fx (+%d MiB) that at the '
-              'smallest.' % (MEM_GROWTH, MEM_SLACK_KB // 1024),
+              '- Targets use the largest tree in the steady state: against the floor (`cp -al`, '
+              '`cp -a --reflink=always`, `cp -a --reflink=never`, `btrfs subvolume snapshot`) and against '
+              'the rsync found on this machine (its version in the target), each as the median of '
+              'per-round ratios. "Memory flat": our hardlink method\'s net peak RSS at the largest tree is '
+              'at most %.1fx (+%d MiB) that at the smallest.' % (MEM_GROWTH, MEM_SLACK_KB // 1024),
+              '- Images are sparse and sized from the tree (its data, a block per file, metadata per '
+              'entry; ext4 gets an inode count to match), so a large tree of small files needs no more '
+              'disk than it fills.',
               '- The machine: load average %s at the start, %s at the end; run took %s s.' % (
                   _load(h.get('loadavg_start')), _load(h.get('loadavg_end')), m.get('seconds', '?')),
               '']
@@ -411,7 +606,7 @@ def _load(la):
 _COLORS = {'engine:hardlink': '#1f77b4', 'engine:reflink': '#2ca02c', 'engine:btrfs': '#9467bd',
            'engine:hardlink-1': '#17becf', 'engine:reflink-1': '#98df8a',
            'engine:copy': '#8c564b', 'rsync': '#ff7f0e', 'cp-al': '#d62728', 'cp-reflink': '#bcbd22',
-           'btrfs-snapshot': '#e377c2', 'cp-a': '#7f7f7f'}
+           'btrfs-snapshot': '#e377c2', 'cp-never': '#7f7f7f', 'cp-a': '#7f7f7f'}
 
 
 def render_plot(data, path):
@@ -430,7 +625,7 @@ def render_plot(data, path):
         ax = axes[0][col]
         st = next(s for s in stages if s['fs'] == fs and s['files'] == big)
         sc = st['scenarios'].get('steady', {})
-        keys = [k for k in ORDER if k in sc]
+        keys = _keyed(sc)
         meds = [sc[k]['median'] for k in keys]
         lo = [sc[k]['median'] - sc[k]['min'] for k in keys]
         hi = [sc[k]['max'] - sc[k]['median'] for k in keys]
@@ -454,7 +649,7 @@ def render_plot(data, path):
             for s in stages:
                 if s['fs'] == fs:
                     keys += [k for k in s['scenarios'].get('steady', {}) if k not in keys]
-            for key in [k for k in ORDER if k in keys]:
+            for key in _keyed(keys):
                 xs, ys, label = [], [], key
                 for n in sizes:
                     e = _get(data, fs, n, 'steady', key)

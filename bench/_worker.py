@@ -12,7 +12,8 @@ largest peak of the engine's worker processes (RUSAGE_CHILDREN), whichever is la
 JSON "workers": the engine's workers option (0: its default).
 
 JSON: {"op": "snapshot", "src": ..., "dest": ..., "method": ..., "tracemalloc": false} or
-{"op": "noop"} (imports only: the interpreter's baseline RSS). With "tracemalloc": true the run
+{"op": "reflink_copy", "src": ..., "dest": ..., "policy": ...} (one reflink_copy: the bench's
+big file) or {"op": "noop"} (imports only: the interpreter's baseline RSS). With "tracemalloc": true the run
 also reports the peak of Python allocations made during run() (slower: not for timing).
 """
 
@@ -60,7 +61,7 @@ def main(argv):
     if job['op'] == 'noop':
         print(json.dumps({'seconds': 0.0, 'engine_file': snapshot.__file__, 'vmhwm_kb': _hwm_kb()}))
         return 0
-    if job['op'] in ('restore', 'diff'):
+    if job['op'] in ('restore', 'diff', 'reflink_copy'):
         return _inspecting(job, snapshot)
     req = snapshot.Request(job['src'], job['dest'], method=job['method'], workers=job.get('workers', 0))
     traced = None
@@ -83,12 +84,14 @@ def main(argv):
 
 
 def _inspecting(job, snapshot):
-    """A restore ({"op": "restore", "root", "snapshot", "to", "mirror"}) or a diff of two trees
-    ({"op": "diff", "a", "b"}), timed the same way."""
+    """A restore ({"op": "restore", "root", "snapshot", "to", "mirror"}), a diff of two trees
+    ({"op": "diff", "a", "b"}) or a reflink_copy, timed the same way."""
     # pylint: disable=import-outside-toplevel
-    from ansible_collections.fslinks.snapshots.plugins.module_utils import _inspect, _restore
+    from ansible_collections.fslinks.snapshots.plugins.module_utils import _inspect, _reflink_copy, _restore
     t0 = time.perf_counter()
-    if job['op'] == 'restore':
+    if job['op'] == 'reflink_copy':
+        stats = _reflink_copy.reflink_copy(job['src'], job['dest'], policy=job['policy'])['stats']
+    elif job['op'] == 'restore':
         result = _restore.restore(job['root'], snapshot=job['snapshot'], to=job['to'], mirror=job['mirror'],
                                   guard=False)
         stats = dict(result['stats'], restored=result['restored'], deleted=result['deleted'])

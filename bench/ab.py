@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 import _treegen  # noqa: E402
 import run as bench  # noqa: E402
-from _common import engine_job, fsutil, settle, sh, syncfs  # noqa: E402
+from _common import engine_job, settle, sh, syncfs  # noqa: E402
 
 METHODS = {'ext4': ('hardlink', 'copy'), 'xfs': ('hardlink', 'reflink', 'copy'), 'btrfs': ('hardlink', 'reflink', 'btrfs')}
 
@@ -66,9 +66,9 @@ def _ratios(timed, pairs):
 
 def bench_fs(fs, files, args, wd, base):
     tree_bytes = args.tree_bytes(files)
-    size = bench.image_size(fs, tree_bytes, files, 2)
     out = []
-    with fsutil.make_loop_fs(fs, '%d' % size, wd, name='ab-%s-%d' % (fs, files)) as mnt:
+    _size, fs_cm = bench.loop_fs(fs, files, args, wd, tree_bytes, 2, 'ab-%s-%d' % (fs, files))
+    with fs_cm as mnt:
         src = mnt / 'src'
         src.mkdir()
         _treegen.generate(src, files, seed=args.seed, scale=args.scale)

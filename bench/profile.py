@@ -40,6 +40,7 @@ import time  # noqa: E402
 sys.path.append(_BENCH)
 import _common  # noqa: E402
 import _treegen  # noqa: E402
+import run as bench_run  # noqa: E402
 
 
 def parse_strace(path):
@@ -170,9 +171,9 @@ def main(argv=None):
     if os.geteuid() != 0:
         raise SystemExit('profile: loop filesystems need root (or use --dir)')
     fs = 'btrfs' if args.method == 'btrfs' else args.fs
-    size = max(1 << 30, int(args.files * _treegen.MEDIAN * 8 * args.scale * 3), args.files * 80 * 1024)
+    tree_bytes = int(args.files * (1 - _treegen.LINK_SHARE) * (1 - _treegen.EMPTY) * bench_run.MEAN_FILE * args.scale)
     with _common.workdir(args.workdir) as wd, \
-            _common.fsutil.make_loop_fs(fs, '%d' % size, wd, name='profile-%s' % fs) as mnt:
+            bench_run.loop_fs(fs, args.files, args, wd, tree_bytes, 2, 'profile-%s' % fs)[1] as mnt:
         print('%s loop filesystem at %s' % (fs, mnt))
         profile(args, str(mnt))
     return 0

@@ -1,7 +1,7 @@
 # Copyright: fslinks.snapshots contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Side-by-side benchmark: our snapshot engine against rsync --link-dest, cp -al, cp --reflink,
-btrfs subvolume snapshot and cp -a, on loopback ext4, XFS (reflink=1) and btrfs.
+btrfs subvolume snapshot and cp -a --reflink=never, on loopback ext4, XFS (reflink=1) and btrfs.
 
 For each tree size and filesystem: make a fresh loop filesystem, generate a seeded tree
 (bench/_treegen.py), take a first snapshot with the engine (the PREV every hard-link contender
@@ -9,7 +9,10 @@ links against), then time every contender interleaved (A B C A B C ...) after on
 warm-up round, on the same tree and the same filesystem with a warm cache.  Each sample's output
 is deleted after it, outside the timing, then the filesystem is flushed (and on btrfs the cleaner
 waited for), so every sample starts from the same state.  Scenario "steady": the tree is unchanged
-since PREV.  Scenario "changed": 1 % of the files were rewritten since PREV.
+since PREV.  Scenario "changed": 1 % of the files were rewritten since PREV.  Ratios between two
+contenders are the median of per-round ratios (neighbouring samples share the machine's state).
+The scale stage (--scale-files, default 1,000,000 files on ext4) compares time per file and peak
+memory of the hard-link and copy methods with a 100,000-file tree of the same file sizes.
 
 Our engine runs in a fresh interpreter per sample (bench/_worker.py) that imports it the way the
 modules do and times only ``run(req)``; its peak RSS comes from os.wait4.  The Ansible part times
@@ -77,6 +80,21 @@ def engine(method, src, root, prev, workers=0):
                      root=root, keep=(prev, 'latest', '.fslinks-snapshot.lock'))
 
 
+def with_baseline(contenders, args):
+    """After each engine contender whose method is in --baseline-methods, the same job run by the
+    --baseline engine: before and after, interleaved in the same rounds."""
+    if not args.baseline:
+        return contenders
+    collections, label = args.baseline
+    out = []
+    for c in contenders:
+        out.append(c)
+        if c.kind == 'engine' and c.job['method'] in args.baseline_methods:
+            out.append(Contender(c.key + ':baseline', '%s (%s)' % (c.label, label), 'engine', job=c.job, root=c.root,
+                                 keep=c.keep, collections=collections))
+    return out
+
+
 def command(key, label, argv, output, warm_argv=None):
     return Contender(key, label, 'cmd', argv=[str(a) for a in argv], output=output,
                      warm_argv=[str(a) for a in warm_argv] if warm_argv else None)
@@ -114,6 +132,8 @@ def sample(c, mnt, btrfs, warm=False):
     else:
         remove(c.output, btrfs)
     settle(mnt, btrfs)
+    # CPU: user+sys of the process and everything it waited for (cp, or our worker processes);
+    # for our engine that includes the interpreter's start-up, which 'seconds' does not.
     s = {'seconds': round(seconds, 6), 'sync_seconds': round(sync_s, 6), 'maxrss_kb': t.maxrss_kb,
          'cpu_seconds': round(t.cpu, 4)}
     s.update(extra)
@@ -138,19 +158,47 @@ def summarize(samples):
     secs = [s['seconds'] for s in samples]
     flushed = [s['seconds'] + s['sync_seconds'] for s in samples]
     rss = [s['maxrss_kb'] for s in samples if s.get('maxrss_kb') is not None] or [0]
+    cpu = [s['cpu_seconds'] for s in samples if s.get('cpu_seconds') is not None]
     return {'median': statistics.median(secs), 'min': min(secs), 'max': max(secs), 'n': len(secs),
             'median_with_sync': statistics.median(flushed), 'maxrss_kb_median': statistics.median(rss),
-            'maxrss_kb_max': max(rss)}
+            'maxrss_kb_max': max(rss), 'cpu_median': statistics.median(cpu) if cpu else None}
 
 
 # ---------------------------------------------------------------- one filesystem, one size
 
-def image_size(fs, tree_bytes, files, copies):
-    """Bytes for a sparse image: src (+ a full copy for ext4's first snapshot and for the copy
-    contenders) with margin, and room for inodes (ext4: one per 16 KiB)."""
-    need = tree_bytes * (1 + copies) * 1.4 + GiB + (tree_bytes if fs == 'btrfs' else 0) * 0.2
-    need = max(need, files * 80 * 1024, GiB if fs != 'ext4' else 512 * MiB)
-    return int(-(-need // MiB)) * MiB
+BLOCK = 4096
+META_PER_ENTRY = 2048       # inode, directory entry, extent records (btrfs: twice, DUP metadata)
+
+
+def tree_entries(files):
+    """Inodes of one tree: its files, directories and symlinks (bench/_treegen.py's shares)."""
+    return int(files * (1 + _treegen.DIR_SHARE + _treegen.SYMLINK_SHARE)) + 1000
+
+
+def image_plan(fs, tree_bytes, files, copies):
+    """(bytes, mkfs options) of a sparse image sized from the tree: src and COPIES full copies of
+    it (ext4's first snapshot, a copy contender's output: samples are deleted one by one), each
+    file rounded up to a block, metadata for those trees plus a hard-link snapshot's, and 20 %
+    margin.  On ext4 the inode count is given (-N) from the same count, instead of mkfs's one
+    inode per 16 KiB of image: that made a 1,000,000-file tree of 1.3 GB ask for a 76 GiB image.
+    Sparse: only what is written takes room on the disk underneath."""
+    trees = 1 + copies + (1 if fs == 'btrfs' else 0)    # btrfs: src's reflinked twin (metadata)
+    data = (tree_bytes + files * BLOCK) * (1 + copies)
+    meta = tree_entries(files) * META_PER_ENTRY * (trees + 1)
+    need = max((data + meta) * 1.2 + GiB, GiB if fs != 'ext4' else 512 * MiB)
+    opts = ['-N', str(int(tree_entries(files) * (trees + 1) * 1.1))] if fs == 'ext4' else []
+    return int(-(-need // MiB)) * MiB, opts
+
+
+def loop_fs(fs, files, args, wd, tree_bytes, copies, name):
+    """The stage's loop filesystem, refused with a message if the disk cannot hold it."""
+    size, opts = image_plan(fs, tree_bytes, files, copies)
+    free = _common.free_bytes(wd)
+    if free < size * 1.05:
+        raise SystemExit('bench: not enough free space in %s for a %.1f GiB image (%.1f GiB free); '
+                         'fewer --files, a smaller --scale, or another --workdir' % (wd, size / GiB, free / GiB))
+    log('%s, %d files: image %.1f GiB (sparse), tree ~%.2f GB' % (fs, files, size / GiB, tree_bytes / 1e9))
+    return size, fsutil.make_loop_fs(fs, '%d' % size, wd, name=name, mkfs_options=opts)
 
 
 def bench_fs(fs, files, args, wd, data):
@@ -159,13 +207,8 @@ def bench_fs(fs, files, args, wd, data):
     with_copy = files <= args.copy_max_files
     tree_bytes = args.tree_bytes(files)
     copies = (1 if fs == 'ext4' else 0) + (1 if with_copy else 0)
-    size = image_size(fs, tree_bytes, files, copies)
-    free = _common.free_bytes(wd)
-    if free < size * 1.05:
-        raise SystemExit('not enough free space in %s for a %.1f GiB image (%.1f GiB free)'
-                         % (wd, size / GiB, free / GiB))
-    log('%s, %d files: image %.1f GiB (sparse), tree ~%.2f GB' % (fs, files, size / GiB, tree_bytes / 1e9))
-    with fsutil.make_loop_fs(fs, '%d' % size, wd, name='%s-%d' % (fs, files)) as mnt:
+    size, fs_cm = loop_fs(fs, files, args, wd, tree_bytes, copies, '%s-%d' % (fs, files))
+    with fs_cm as mnt:
         src = mnt / 'src'
         src.mkdir()
         t0 = time.perf_counter()
@@ -206,8 +249,9 @@ def bench_fs(fs, files, args, wd, data):
                            command('btrfs-snapshot', 'btrfs subvolume snapshot -r',
                                    ['btrfs', 'subvolume', 'snapshot', '-r', srcvol, out / 'snap'], out / 'snap')]
         if with_copy:
-            contenders += [engine('copy', src, snaps, prev),
-                           command('cp-a', 'cp -a', ['cp', '-a', src, out / 'cpa'], out / 'cpa')]
+            # The floor of a copy is cp with reflinks off: GNU cp >= 9.0 reflinks by default.
+            contenders += [engine('copy', src, snaps, prev), cp_never(src, out)]
+        contenders = with_baseline(contenders, args)
         settle(mnt, btrfs)
         stage = {'fs': fs, 'files': files, 'tree': tree, 'image_bytes': size, 'scenarios': {},
                  'loadavg': {'start': os.getloadavg()}}
@@ -230,13 +274,82 @@ def bench_fs(fs, files, args, wd, data):
             _treegen.change_files(srcvol, args.change_share, seed=args.seed)
         tree['changed_files'] = changed
         settle(mnt, btrfs)
-        contenders = [c for c in contenders if c.key in ('engine:hardlink', 'engine:hardlink-1', 'rsync', 'cp-al')]
+        contenders = [c for c in contenders if c.key in ('engine:hardlink', 'engine:hardlink-1', 'rsync', 'cp-al',
+                                                         'engine:hardlink:baseline')]
         log('  changed (%d files): %s' % (changed, ', '.join(c.key for c in contenders)))
         warm, timed = measure(contenders, mnt, btrfs, args.reps, args.warmup)
         stage['scenarios']['changed'] = _scenario(contenders, warm, timed)
         if fs == 'xfs':
             stage['scenarios'].update(bench_restore_diff(src, snaps, prev, out, mnt, args))
         stage['loadavg']['end'] = os.getloadavg()
+        write_json(args, data)
+
+
+def cp_never(src, out):
+    return command('cp-never', 'cp -a --reflink=never', ['cp', '-a', '--reflink=never', src, out / 'cpnever'],
+                   out / 'cpnever')
+
+
+def bench_scale(fs, files, args, wd, data):
+    """One point of the scale stage: a tree of FILES names with --scale-scale's small files (so
+    that 1,000,000 of them fit this machine's disk), the steady state of the hard-link and copy
+    methods against cp -al and cp -a --reflink=never.  Compared with the --scale-base point
+    (100,000 files) of the same stage: time per file and peak memory."""
+    tree_bytes = int(files * (1 - _treegen.LINK_SHARE) * (1 - _treegen.EMPTY) * MEAN_FILE * args.scale_scale)
+    copies = (1 if fs == 'ext4' else 0) + 1
+    size, fs_cm = loop_fs(fs, files, args, wd, tree_bytes, copies, 'scale-%s-%d' % (fs, files))
+    with fs_cm as mnt:
+        src = mnt / 'src'
+        src.mkdir()
+        t0 = time.perf_counter()
+        tree = _treegen.generate(src, files, seed=args.seed, scale=args.scale_scale)
+        syncfs(mnt)
+        tree['generate_seconds'] = round(time.perf_counter() - t0, 2)
+        log('  tree: %(files)d files, %(dirs)d dirs, %(bytes)d bytes (%(generate_seconds)ss)' % tree)
+        snaps, out = mnt / 'snaps', mnt / 'out'
+        out.mkdir()
+        _t, first = engine_job({'op': 'snapshot', 'src': str(src), 'dest': str(snaps), 'method': 'hardlink'})
+        prev = os.path.basename(first['snapshot'])
+        contenders = with_baseline([
+            engine('hardlink', src, snaps, prev),
+            command('cp-al', 'cp -al', ['cp', '-al', src, out / 'cpal'], out / 'cpal'),
+            engine('copy', src, snaps, prev), cp_never(src, out)], args)
+        settle(mnt, fs == 'btrfs')
+        stage = {'fs': fs, 'files': files, 'tree': tree, 'image_bytes': size, 'scenarios': {},
+                 'loadavg': {'start': os.getloadavg()}}
+        data['scale'].append(stage)
+        warm, timed = measure(contenders, mnt, fs == 'btrfs', args.scale_reps, args.warmup)
+        stage['scenarios']['steady'] = _scenario(contenders, warm, timed)
+        stage['loadavg']['end'] = os.getloadavg()
+        write_json(args, data)
+
+
+def bench_big_file(fs, args, wd, data):
+    """One big file (--big-file, 2 GiB of random data): reflink_copy with reflink: never against
+    cp -a --reflink=never, interleaved; the copy path's streaming speed, where the per-file costs
+    of a tree do not count."""
+    size = _parse_size(args.big_file)
+    _size, fs_cm = loop_fs(fs, 1, args, wd, size, 2, 'big-%s' % fs)
+    with fs_cm as mnt:
+        big = mnt / 'big.bin'
+        buf = os.urandom(64 * MiB)
+        with open(big, 'wb') as f:
+            left = size
+            while left > 0:
+                f.write(buf[:min(left, len(buf))])
+                left -= min(left, len(buf))
+        syncfs(mnt)
+        (mnt / 'eng').mkdir()
+        (mnt / 'out').mkdir()
+        ours = Contender('engine:copy-file', 'fslinks reflink_copy reflink=never', 'engine',
+                         job={'op': 'reflink_copy', 'src': str(big), 'dest': str(mnt / 'eng' / 'big.bin'),
+                              'policy': 'never', 'method': 'copy', 'workers': 1}, root=mnt / 'eng')
+        contenders = with_baseline([ours, command('cp-never', 'cp -a --reflink=never',
+                                                  ['cp', '-a', '--reflink=never', big, mnt / 'out' / 'big.bin'],
+                                                  mnt / 'out' / 'big.bin')], args)
+        log('big file on %s: %s' % (fs, ', '.join(c.key for c in contenders)))
+        warm, timed = measure(contenders, mnt, fs == 'btrfs', args.reps, args.warmup)
+        data['big_file'].append({'fs': fs, 'file_bytes': size, 'scenarios': {'copy': _scenario(contenders, warm, timed)}})
         write_json(args, data)
 
 
@@ -391,9 +504,11 @@ def write_json(args, data):
 
 
 def baseline_rss():
-    """Peak RSS of a worker that imports the engine and runs nothing (median of 3)."""
-    vals = [engine_job({'op': 'noop'})[0].maxrss_kb for _i in range(3)]
-    return statistics.median(vals), engine_job({'op': 'noop'})[1]['engine_file']
+    """Peak RSS and CPU seconds of a worker that imports the engine and runs nothing (median of 3):
+    the report takes that CPU off our engine's, which is its whole process's."""
+    runs = [engine_job({'op': 'noop'}) for _i in range(3)]
+    return (statistics.median(t.maxrss_kb for t, _r in runs), statistics.median(t.cpu for t, _r in runs),
+            runs[0][1]['engine_file'])
 
 
 def parse_args(argv):
@@ -409,8 +524,27 @@ def parse_args(argv):
                    help='total bytes of the largest tree instead (e.g. 500M); smaller trees get the same mean size')
     p.add_argument('--seed', type=int, default=1)
     p.add_argument('--change-share', type=float, default=0.01, help='share of files changed (default: 1%%)')
-    p.add_argument('--copy-max-files', type=int, default=10000,
-                   help='run the full-copy contenders (fslinks copy, cp -a) only up to this size (default: %(default)s)')
+    p.add_argument('--copy-max-files', type=int, default=100000,
+                   help='run the full-copy contenders (fslinks copy, cp -a --reflink=never) only up to this size '
+                        '(default: %(default)s)')
+    p.add_argument('--scale-files', type=int, default=1000000,
+                   help='the scale stage: this many files against 100,000, same file sizes (0: no scale stage) '
+                        '(default: %(default)s)')
+    p.add_argument('--scale-base', type=int, default=100000,
+                   help='the scale stage\'s reference point (default: %(default)s)')
+    p.add_argument('--scale-fs', default='ext4',
+                   help="filesystems of the scale stage, or 'all' (default: %(default)s)")
+    p.add_argument('--scale-scale', type=float, default=0.05,
+                   help='file size factor of the scale stage (default %(default)s: ~1.2 GB at 1,000,000 files)')
+    p.add_argument('--scale-reps', type=int, default=3, help='timed rounds of the scale stage (default: %(default)s)')
+    p.add_argument('--big-file', default='2G',
+                   help='one file of this size copied (reflink_copy reflink=never vs cp -a --reflink=never) on each '
+                        '--fs; 0: not (default: %(default)s)')
+    p.add_argument('--baseline', metavar='DIR',
+                   help='also run another checkout of the collection (e.g. main) as "before", interleaved')
+    p.add_argument('--baseline-label', default='before', help='its label in the report (default: %(default)s)')
+    p.add_argument('--baseline-methods', default='copy',
+                   help='methods the baseline runs (default: %(default)s)')
     p.add_argument('--no-ansible', action='store_true', help='skip the modules-through-ansible part')
     p.add_argument('--ansible-file-size', default='2G', help='file for reflink_copy vs ping (default: %(default)s)')
     p.add_argument('--ansible-reps', type=int, default=None, help='timed rounds for the ansible part (default: --reps)')
@@ -430,6 +564,15 @@ def parse_args(argv):
             p.error('unknown filesystem %r (known: %s)' % (fs, ', '.join(ALL_FS)))
     if args.ansible_reps is None:
         args.ansible_reps = args.reps
+    args.scale_fs = list(ALL_FS) if args.scale_fs == 'all' else [x.strip() for x in args.scale_fs.split(',') if x.strip()]
+    for fs in args.scale_fs:
+        if fs not in ALL_FS:
+            p.error('unknown filesystem %r in --scale-fs (known: %s, all)' % (fs, ', '.join(ALL_FS)))
+    args.baseline_methods = [m.strip() for m in args.baseline_methods.split(',') if m.strip()]
+    if args.baseline:
+        if not (Path(args.baseline) / 'plugins' / 'module_utils' / '_snapshot.py').is_file():
+            p.error('--baseline %s is not a checkout of the collection' % args.baseline)
+        args.baseline = Path(args.baseline).resolve()
     largest = max(args.files)
     total = _parse_size(args.bytes) if args.bytes else None
     args.tree_bytes = (lambda n: int(total * n / largest)) if total else \
@@ -454,7 +597,7 @@ def main(argv=None):
         return 0
     if os.geteuid() != 0:
         raise SystemExit('bench: needs root (loop devices, mount)')
-    for fs in args.fs:
+    for fs in set(args.fs) | set(args.scale_fs if args.scale_files else ()):
         fsutil.check_prerequisites(fs)
     for tool in ('rsync', 'cp', 'sync') + (('btrfs',) if 'btrfs' in args.fs else ()):
         if not _common.which(tool):
@@ -465,21 +608,36 @@ def main(argv=None):
     data = {'meta': {'stamp': stamp, 'started': time.time(), 'argv': sys.argv[1:] if argv is None else argv,
                      'host': _common.host_info(), 'files': args.files, 'fs': args.fs, 'reps': args.reps,
                      'warmup': args.warmup, 'scale': args.scale, 'bytes': args.bytes, 'seed': args.seed,
-                     'change_share': args.change_share, 'copy_max_files': args.copy_max_files},
-            'stages': [], 'ansible': None}
+                     'change_share': args.change_share, 'copy_max_files': args.copy_max_files,
+                     'scale_files': args.scale_files, 'scale_scale': args.scale_scale, 'scale_reps': args.scale_reps,
+                     'baseline': str(args.baseline) if args.baseline else None, 'baseline_label': args.baseline_label},
+            'stages': [], 'scale': [], 'big_file': [], 'ansible': None}
     t0 = time.perf_counter()
     with _common.workdir(args.workdir) as wd:
         frozen, digest = _common.freeze_collection(wd / 'collection')
         os.environ['FSLINKS_BENCH_COLLECTIONS'] = str(frozen)
         data['meta']['engine_sha256'] = digest
         log('engine frozen for this run: %s (module_utils sha256 %s)' % (frozen, digest[:12]))
-        rss, engine_file = baseline_rss()
+        rss, cpu, engine_file = baseline_rss()
         data['meta']['baseline_rss_kb'] = rss
+        data['meta']['baseline_cpu_seconds'] = round(cpu, 4)
         data['meta']['engine_file'] = engine_file
         log('engine: %s; interpreter baseline peak RSS %.1f MiB' % (engine_file, rss / 1024))
+        if args.baseline:
+            coll, digest = _common.freeze_collection(wd / 'baseline', args.baseline)
+            data['meta']['baseline_sha256'] = digest
+            data['meta']['baseline_commit'] = _common.git_commit(args.baseline)
+            args.baseline = (coll, args.baseline_label)
         for files in args.files:
             for fs in args.fs:
                 bench_fs(fs, files, args, wd, data)
+        if _parse_size(args.big_file):
+            for fs in args.fs:
+                bench_big_file(fs, args, wd, data)
+        if args.scale_files:
+            for fs in args.scale_fs:
+                for files in sorted({args.scale_base, args.scale_files}):
+                    bench_scale(fs, files, args, wd, data)
         if not args.no_ansible:
             bench_ansible(args, wd, data)
     data['meta']['seconds'] = round(time.perf_counter() - t0, 1)

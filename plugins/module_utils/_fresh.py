@@ -176,7 +176,7 @@ class FreshTree(Walker):
             self.stats['added'] += 1        # in a directory the previous snapshot lacks
         fd = self._open_src(src_fd, name, st, path)
         try:
-            self._write_file(fd, dst_fd, dname, path, self._src_meta(fd, st), None)
+            self._write_file(fd, dst_fd, dname, path, self._src_meta(fd, st), None, st.st_dev)
         finally:
             os.close(fd)
 

@@ -14,17 +14,28 @@ from ._tree import DIR_FLAGS, FILE_FLAGS, display
 POLICIES = ('always', 'auto', 'never')
 _FS_LEVEL_ERRORS = (NotSupported, CrossDevice)
 _SENDFILE_MAX = 0x7ffff000
+# A copy this large starts its own writeback (see copy_sparse); smaller files, most of a tree's
+# names and little of its bytes, would pay a system call each for little.
+_WRITEBACK_MIN = 256 << 10
 
 
 def _data_regions(fd, size):
     """(start, end) of each stretch of fd's first ``size`` bytes that holds
     data, holes skipped (SEEK_DATA/SEEK_HOLE; the whole file where the
-    filesystem cannot tell)."""
+    filesystem cannot tell).  The first question is SEEK_HOLE from 0: for
+    the common file without holes it is the only one (one lseek, not two)."""
     pos = 0
+    first = True
     while pos < size:
         try:
-            data = os.lseek(fd, pos, os.SEEK_DATA)
-            hole = os.lseek(fd, data, os.SEEK_HOLE)
+            if first:
+                first = False
+                data, hole = 0, os.lseek(fd, 0, os.SEEK_HOLE)
+                if hole == 0:                   # starts with a hole: where is data?
+                    continue
+            else:
+                data = os.lseek(fd, pos, os.SEEK_DATA)
+                hole = os.lseek(fd, data, os.SEEK_HOLE)
         except OSError as exc:
             if exc.errno == errno.ENXIO:        # only a hole is left
                 return
@@ -42,11 +53,17 @@ def data_bytes(fd, size):
 
 
 def copy_sparse(src_fd, dst_fd, size):
-    """Copy data without sharing it, keeping holes as holes.  sendfile does
-    the copy in the kernel and, unlike copy_file_range, never reflinks."""
+    """Copy data without sharing it, keeping holes as holes, into dst_fd: a
+    new, empty file at offset 0.  sendfile does the copy in the kernel and,
+    unlike copy_file_range, never reflinks.  Only what is needed per file:
+    no lseek of dst where data goes on where the last stretch ended, and no
+    ftruncate unless the file ends in a hole (or src shrank under us): on
+    XFS a truncate costs ~70 us and marks the inode for a flush at close."""
     copied = 0
+    end = 0             # dst's size and offset: sendfile writes at the offset, then moves it
     for data, hole in _data_regions(src_fd, size):
-        os.lseek(dst_fd, data, os.SEEK_SET)
+        if data != end:
+            os.lseek(dst_fd, data, os.SEEK_SET)
         offset = data
         while offset < hole:
             sent = os.sendfile(dst_fd, src_fd, offset, min(hole - offset, _SENDFILE_MAX))
@@ -54,9 +71,19 @@ def copy_sparse(src_fd, dst_fd, size):
                 break
             offset += sent
         copied += max(0, offset - data)
+        end = max(end, offset)
         if offset < hole:
             break
-    os.ftruncate(dst_fd, size)
+    if end != size:
+        os.ftruncate(dst_fd, size)
+    if copied >= _WRITEBACK_MIN:
+        # Start writing the copy out now (DONTNEED: write back without waiting, then drop pages
+        # already clean), so the disk works while the walk goes on: a snapshot is synced before
+        # it is published, and that syncfs was a third of a copy's time on ext4.
+        try:
+            os.posix_fadvise(dst_fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass        # only a hint: the syncfs before publishing writes it all the same
     return copied
 
 

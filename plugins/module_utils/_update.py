@@ -106,7 +106,7 @@ class UpdateTree(Walker):
             if existing is not None and stat.S_ISREG(existing.st_mode) and \
                     self._refresh_existing(fd, dst_fd, dname, path, src_meta, existing):
                 return
-            self._write_file(fd, dst_fd, dname, path, src_meta, existing)
+            self._write_file(fd, dst_fd, dname, path, src_meta, existing, st.st_dev)
         finally:
             os.close(fd)
 

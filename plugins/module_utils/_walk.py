@@ -375,11 +375,11 @@ class Walker(object):
             self.stats['xattr_files'] += 1
         return meta
 
-    def _write_file(self, fd, dst_fd, name, path, src_meta, existing):
+    def _write_file(self, fd, dst_fd, name, path, src_meta, existing, src_dev):
         """New data for dest/name from the open src fd, written under the
-        name _write_name gives and renamed into place if that differs."""
+        name _write_name gives and renamed into place if that differs.
+        ``src_dev``: fd's device, the st_dev _open_src checked it against."""
         before = Meta(existing) if existing is not None else None
-        src_dev = self._src_dev_of(fd)
         if self.dry_run:
             method = self.copier.predict(src_dev, self._dest_dev(dst_fd))
             self._count_write(method, data_bytes(fd, src_meta.size) if method == 'copy' else src_meta.size)
@@ -431,11 +431,6 @@ class Walker(object):
 
     def _dest_dev(self, dst_fd):
         return os.fstat(dst_fd).st_dev if dst_fd is not None else self.dest_dev
-
-    def _src_dev_of(self, fd):
-        # Files of one src directory share its device unless one_fs is off
-        # and the walk crossed into another filesystem.
-        return os.fstat(fd).st_dev if not self.one_fs else self._root_dev
 
     def _inner_hardlink(self, dst_fd, name, path, first_rel):
         """A later name of an inode already copied: link it to the first."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ def test_bench_runs_on_a_tiny_tree(loop_workdir, tmp_path):
     results, docs = tmp_path / 'results', tmp_path / 'docs'
     work = loop_workdir / 'bench-missing' / 'work'     # --workdir need not exist yet
     argv = [sys.executable, str(ROOT / 'bench' / 'run.py'), '--files', '200', '--reps', '1', '--fs', 'ext4',
-            '--no-ansible', '--workdir', str(work), '--results-dir', str(results),
+            '--no-ansible', '--scale-files', '0', '--big-file', '0', '--workdir', str(work), '--results-dir', str(results),
             '--docs-dir', str(docs)] + ([] if plot else ['--no-plot'])
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -49,7 +50,8 @@ def test_bench_runs_on_a_tiny_tree(loop_workdir, tmp_path):
     assert (stage['fs'], stage['files']) == ('ext4', 200)
     assert stage['tree']['files'] == 200 and stage['tree']['changed_files'] == 2
     steady, changed = stage['scenarios']['steady'], stage['scenarios']['changed']
-    assert {'engine:hardlink', 'engine:hardlink-1', 'engine:copy', 'rsync', 'cp-al', 'cp-a'} == set(steady)
+    assert {'engine:hardlink', 'engine:hardlink-1', 'engine:copy', 'rsync', 'cp-al', 'cp-never'} == set(steady)
+    assert steady['cp-never']['argv'][:3] == ['cp', '-a', '--reflink=never']     # GNU cp >= 9.0 reflinks by default
     assert {'engine:hardlink', 'engine:hardlink-1', 'rsync', 'cp-al'} == set(changed)
     for entry in list(steady.values()) + list(changed.values()):
         assert {'median', 'min', 'max', 'median_with_sync', 'maxrss_kb_median', 'samples', 'warmup'} <= set(entry)
@@ -60,7 +62,10 @@ def test_bench_runs_on_a_tiny_tree(loop_workdir, tmp_path):
     stats = changed['engine:hardlink']['samples'][0]['stats']
     assert stats['copied'] + stats['reflinked'] >= 1
     names = {t['name'] for t in data['targets']}
-    assert 'hardlink <= 0.30x rsync --link-dest' in names and 'hardlink <= 1.15x cp -al' in names
+    assert 'hardlink <= 0.50x rsync -a --link-dest (the rsync on this machine)' in names
+    assert 'hardlink <= 1.15x cp -al' in names and 'copy <= 1.00x cp -a --reflink=never' in names
+    # Each target names the version of the tool it is measured against.
+    assert all(re.search(r'(coreutils|rsync) [0-9]+\.[0-9]', t['where']) for t in data['targets'])
     assert all(t['status'] in ('PASS', 'MISS', 'n/a') for t in data['targets'])
 
     md = (docs / 'benchmarks.md').read_text()
@@ -81,7 +86,7 @@ def test_bench_refuses_a_workdir_it_cannot_create(tmp_path):
     (tmp_path / 'file').write_text('')
     work = tmp_path / 'file' / 'work'
     argv = [sys.executable, str(ROOT / 'bench' / 'run.py'), '--files', '10', '--fs', 'ext4', '--no-ansible',
-            '--no-plot', '--workdir', str(work), '--results-dir', str(tmp_path / 'results')]
+            '--no-plot', '--scale-files', '0', '--big-file', '0', '--workdir', str(work), '--results-dir', str(tmp_path / 'results')]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 1
     assert proc.stderr == 'bench: cannot create the work directory %s: Not a directory\n' % work
@@ -115,7 +120,7 @@ def test_bench_restore_and_diff_on_xfs(loop_workdir, tmp_path):
     loopfs.check_prerequisites('xfs')
     results, docs = tmp_path / 'results', tmp_path / 'docs'
     argv = [sys.executable, str(ROOT / 'bench' / 'run.py'), '--files', '200', '--reps', '1', '--fs', 'xfs',
-            '--no-ansible', '--no-plot', '--workdir', str(loop_workdir), '--results-dir', str(results),
+            '--no-ansible', '--no-plot', '--scale-files', '0', '--big-file', '0', '--workdir', str(loop_workdir), '--results-dir', str(results),
             '--docs-dir', str(docs)]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -127,3 +132,39 @@ def test_bench_restore_and_diff_on_xfs(loop_workdir, tmp_path):
     assert diff['engine:diff']['samples'][0]['stats']['modified'] == stage['tree']['changed_files']
     assert 'restore --mirror <= 1.0x cp -a --reflink=always' in proc.stdout
     assert 'diff <= 0.5x rsync -ani --delete' in proc.stdout
+
+
+def test_bench_scale_stage_and_baseline(loop_workdir, tmp_path):
+    """The scale stage (a large tree against a smaller one of the same file sizes: time per file
+    and peak memory of the hard-link and copy methods), the big file (reflink_copy reflink=never
+    against cp -a --reflink=never) and --baseline (another checkout run in the same rounds as
+    "before"), on tiny trees."""
+    _require_loop_fs()
+    results, docs = tmp_path / 'results', tmp_path / 'docs'
+    argv = [sys.executable, str(ROOT / 'bench' / 'run.py'), '--files', '100', '--reps', '2', '--warmup', '0',
+            '--fs', 'ext4', '--no-ansible', '--no-plot', '--scale-files', '400', '--scale-base', '200',
+            '--scale-reps', '1', '--baseline', str(ROOT), '--baseline-methods', 'copy', '--big-file', '8M',
+            '--workdir', str(loop_workdir), '--results-dir', str(results), '--docs-dir', str(docs)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((results / 'latest.json').read_text())
+    steady = data['stages'][0]['scenarios']['steady']
+    assert 'engine:copy:baseline' in steady and 'engine:hardlink:baseline' not in steady
+    assert len(steady['engine:copy:baseline']['samples']) == 2
+    assert [(st['fs'], st['files']) for st in data['scale']] == [('ext4', 200), ('ext4', 400)]
+    for st in data['scale']:
+        assert {'engine:hardlink', 'cp-al', 'engine:copy', 'engine:copy:baseline', 'cp-never'} == set(
+            st['scenarios']['steady'])
+    names = [t['name'] for t in data['targets']]
+    for method in ('hardlink', 'copy'):
+        assert 'time per file at 400 files within 10 %% of 200 files (%s)' % method in names
+        assert 'peak memory at 400 files within 2 MiB of 200 files (%s)' % method in names
+    (big,) = data['big_file']
+    assert (big['fs'], big['file_bytes']) == ('ext4', 8 << 20)
+    assert set(big['scenarios']['copy']) == {'engine:copy-file', 'engine:copy-file:baseline', 'cp-never'}
+    assert big['scenarios']['copy']['engine:copy-file']['samples'][0]['stats']['copied'] == 1
+    assert 'copy of one 8 MiB file <= 1.00x cp -a --reflink=never' in names
+    md = (docs / 'benchmarks.md').read_text()
+    assert '## Scale: 200 and 400 files' in md and '**fslinks copy (before)**' in md
+    assert '## One big file' in md
+    assert not list(loop_workdir.glob('fslinks-bench-*'))

@@ -113,8 +113,9 @@ def detach(device, tries=10):
 
 
 @contextlib.contextmanager
-def make_loop_fs(kind, size, workdir, name=None, mount_options=None):
+def make_loop_fs(kind, size, workdir, name=None, mount_options=None, mkfs_options=()):
     """Make a KIND filesystem of SIZE in an image under WORKDIR, mount it, yield the mount point.
+    ``mkfs_options``: more arguments for mkfs (the bench sizes ext4's inode count from its tree).
 
     The image is attached explicitly (losetup --find --show, never a fixed loop number) so the
     exact device is known; on exit, also after errors or KeyboardInterrupt, the filesystem is
@@ -130,7 +131,7 @@ def make_loop_fs(kind, size, workdir, name=None, mount_options=None):
     try:
         with open(image, 'wb') as f:
             f.truncate(parse_size(size))
-        _run(MKFS[kind] + [str(image)])
+        _run(MKFS[kind] + list(mkfs_options) + [str(image)])
         device = _run(['losetup', '--find', '--show', str(image)]).strip()
         _run(['mount', '-t', kind] + (['-o', mount_options] if mount_options else []) + [device, str(mnt)])
         yield mnt

@@ -91,6 +91,17 @@ def _setfacl(args, path):
     subprocess.run(['setfacl'] + args + ['--', os.fsdecode(path)], check=True, capture_output=True)
 
 
+def write_sparse(path, size, regions, mode=0o600):
+    """A file of apparent size SIZE with data only at REGIONS [(offset, bytes)], holes elsewhere."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        for off, chunk in regions:
+            os.pwrite(fd, chunk, off)
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
 def make_hostile_tree(root: Path, outside: Path = None) -> HostileTree:
     """Fill ROOT (made if missing, else an empty directory) with a tree rsync -aHAX must copy
     exactly.  OUTSIDE: an existing directory outside ROOT; if given, it gets a file 'marker' and
@@ -135,14 +146,7 @@ def make_hostile_tree(root: Path, outside: Path = None) -> HostileTree:
     os.chmod(j(r, b'owned-setuid'), 0o6755)
 
     # Sparse file: 16 MiB apparent, a few KiB of data.
-    sparse = j(r, b'sparse.img')
-    fd = os.open(sparse, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for off, data in SPARSE_DATA:
-            os.pwrite(fd, data, off)
-        os.ftruncate(fd, SPARSE_SIZE)
-    finally:
-        os.close(fd)
+    write_sparse(j(r, b'sparse.img'), SPARSE_SIZE, SPARSE_DATA)
     tree.sparse = root / 'sparse.img'
     # A file that is all hole.
     with open(j(r, b'all-hole'), 'wb') as f:

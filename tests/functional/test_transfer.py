@@ -1,0 +1,182 @@
+# Copyright: fslinks.snapshots contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The copy path (module_utils/_transfer.copy_sparse, and the walker around it) on real loop
+filesystems: data equal byte for byte, holes kept as holes wherever they are (leading, inner,
+trailing, a file that is all hole), offsets beyond 2 and 4 GiB, short sendfile writes, and a
+src that shrinks under the copy.  copy_sparse skips the lseek and the ftruncate it does not
+need; these are the cases where it does need them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from helpers.trees import write_sparse
+
+from ansible_collections.fslinks.snapshots.plugins.module_utils import _transfer
+from ansible_collections.fslinks.snapshots.plugins.module_utils._reflink_copy import reflink_copy
+
+pytestmark = pytest.mark.loopfs
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+def pattern(n, seed):
+    """N bytes, different for each seed and never zero (a hole reads as zeros)."""
+    return (b'%07d.' % seed * (n // 8 + 1))[:n]
+
+
+def read_regions(path, regions):
+    with open(path, 'rb') as f:
+        out = []
+        for off, chunk in regions:
+            f.seek(off)
+            out.append(f.read(len(chunk)))
+        return out
+
+
+def copy_file(src, dst, size=None):
+    s = os.open(src, os.O_RDONLY)
+    d = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        return _transfer.copy_sparse(s, d, os.fstat(s).st_size if size is None else size)
+    finally:
+        os.close(s)
+        os.close(d)
+
+
+def allocated(path):
+    return os.stat(path).st_blocks * 512
+
+
+# Layouts: (apparent size, [(offset, length)] of data).  4 KiB aligned so that every filesystem
+# keeps the holes exactly where they are.
+LAYOUTS = {
+    'dense': (3 * MiB + 123, [(0, 3 * MiB + 123)]),
+    'small': (100, [(0, 100)]),
+    'empty': (0, []),
+    'all-hole': (8 * MiB, []),
+    'leading-hole': (8 * MiB, [(4 * MiB, 64 << 10)]),
+    'trailing-hole': (8 * MiB, [(0, 64 << 10)]),
+    'inner-holes': (8 * MiB, [(0, 4096), (2 * MiB, 8192), (8 * MiB - 4096, 4096)]),
+    'hole-data-hole': (8 * MiB, [(1 * MiB, 4096), (3 * MiB, 4096)]),
+}
+
+
+@pytest.mark.parametrize('layout', sorted(LAYOUTS))
+def test_copy_sparse_keeps_data_and_holes(fs, workdir, layout):
+    w = workdir(fs)
+    size, spans = LAYOUTS[layout]
+    regions = [(off, pattern(n, i + 1)) for i, (off, n) in enumerate(spans)]
+    write_sparse(w / 'src', size, regions)
+    copied = copy_file(w / 'src', w / 'dst')
+    with open(w / 'src', 'rb') as a, open(w / 'dst', 'rb') as b:
+        assert a.read() == b.read()
+    assert os.stat(w / 'dst').st_size == size
+    # What is a hole in src is a hole in dst.  Slack per region for the filesystem's rounding:
+    # XFS reports a little of its speculative preallocation as data.
+    data = sum(len(c) for _o, c in regions)
+    slack = (len(regions) + 1) * 64 * 1024
+    assert data <= copied <= data + slack
+    assert allocated(w / 'dst') <= data + slack
+    with open(w / 'src', 'rb') as f:
+        assert data <= _transfer.data_bytes(f.fileno(), size) <= data + slack
+
+
+def test_copy_sparse_offsets_beyond_2_and_4_gib(fs, workdir):
+    """sendfile offsets and lengths past 2**31 and 2**32 (a sparse 5 GiB file: little is written)."""
+    w = workdir(fs)
+    size = 5 * GiB
+    regions = [(0, pattern(4096, 1)), (2 * GiB - MiB, pattern(2 * MiB, 2)),    # across the 2 GiB mark
+               (4 * GiB - 4096, pattern(8192, 3)), (size - 4096, pattern(4096, 4))]
+    write_sparse(w / 'src', size, regions)
+    copied = copy_file(w / 'src', w / 'dst')
+    assert sum(len(c) for _o, c in regions) <= copied < 16 * MiB
+    assert os.stat(w / 'dst').st_size == size
+    assert read_regions(w / 'dst', regions) == [c for _o, c in regions]
+    assert allocated(w / 'dst') < 16 * MiB
+    # What lies between the regions reads as zeros.
+    with open(w / 'dst', 'rb') as f:
+        f.seek(3 * GiB)
+        assert f.read(MiB) == bytes(MiB)
+
+
+def test_copy_sparse_survives_short_writes(fs, workdir, monkeypatch):
+    """sendfile may move fewer bytes than asked: the copy goes on from where it stopped."""
+    w = workdir(fs)
+    size, spans = LAYOUTS['inner-holes']
+    regions = [(off, pattern(n, i + 1)) for i, (off, n) in enumerate(spans)] + [(3 * MiB, pattern(100_000, 9))]
+    write_sparse(w / 'src', size, regions)
+    real = os.sendfile
+    calls = []
+
+    def short(out_fd, in_fd, offset, count):
+        calls.append(count)
+        return real(out_fd, in_fd, offset, min(count, 1000))
+    monkeypatch.setattr(_transfer.os, 'sendfile', short)
+    copy_file(w / 'src', w / 'dst')
+    monkeypatch.undo()
+    assert len(calls) > 100
+    with open(w / 'src', 'rb') as a, open(w / 'dst', 'rb') as b:
+        assert a.read() == b.read()
+
+
+def test_copy_sparse_src_shorter_than_told(fs, workdir):
+    """src shrank after its size was read: dst still gets the size we were told (the walker
+    counts the file as changed during the run), the data that was there, then zeros."""
+    w = workdir(fs)
+    write_sparse(w / 'src', 10_000, [(0, pattern(10_000, 5))])
+    copied = copy_file(w / 'src', w / 'dst', size=50_000)
+    assert copied == 10_000
+    with open(w / 'dst', 'rb') as f:
+        got = f.read()
+    assert len(got) == 50_000
+    assert got[:10_000] == pattern(10_000, 5) and got[10_000:] == bytes(40_000)
+
+
+@pytest.mark.parametrize('layout', ['trailing-hole', 'all-hole', 'leading-hole', 'empty'])
+def test_tree_copy_never_reflink_keeps_sparse_files(fs, workdir, layout):
+    """The same through the walker (temp file, metadata, rename): reflink_copy reflink=never."""
+    w = workdir(fs)
+    size, spans = LAYOUTS[layout]
+    regions = [(off, pattern(n, i + 1)) for i, (off, n) in enumerate(spans)]
+    os.mkdir(w / 'tree')
+    write_sparse(w / 'tree' / 'f', size, regions)
+    os.utime(w / 'tree' / 'f', ns=(1_600_000_000_123_456_789, 1_600_000_000_987_654_321))
+    res = reflink_copy(str(w / 'tree'), str(w / 'copy'), policy='never')
+    assert res['stats']['copied'] == 1
+    a, b = os.stat(w / 'tree' / 'f'), os.stat(w / 'copy' / 'f')
+    assert (b.st_size, b.st_mtime_ns, b.st_mode) == (a.st_size, a.st_mtime_ns, a.st_mode)
+    with open(w / 'tree' / 'f', 'rb') as x, open(w / 'copy' / 'f', 'rb') as y:
+        assert x.read() == y.read()
+    assert allocated(w / 'copy' / 'f') <= sum(len(c) for _o, c in regions) + 2 * 64 * 1024
+
+
+def test_copy_sparse_starts_writeback_of_large_copies_only(fs, workdir, monkeypatch):
+    """A copy of 256 KiB or more asks the kernel to start writing it out (the snapshot's syncfs
+    then waits less); a small one does not; a failing hint fails nothing."""
+    w = workdir(fs)
+    write_sparse(w / 'big', MiB, [(0, pattern(MiB, 1))])
+    write_sparse(w / 'small', 1000, [(0, pattern(1000, 2))])
+    calls = []
+    real = os.posix_fadvise
+
+    def hint(fd, offset, length, advice):
+        calls.append(advice)
+        real(fd, offset, length, advice)
+    monkeypatch.setattr(_transfer.os, 'posix_fadvise', hint)
+    copy_file(w / 'big', w / 'big.copy')
+    copy_file(w / 'small', w / 'small.copy')
+    assert calls == [os.POSIX_FADV_DONTNEED]
+
+    def failing(fd, offset, length, advice):
+        raise OSError(22, 'Invalid argument')
+    monkeypatch.setattr(_transfer.os, 'posix_fadvise', failing)
+    assert copy_file(w / 'big', w / 'big.copy2') == MiB
+    monkeypatch.undo()
+    for orig, name in (('big', 'big.copy'), ('small', 'small.copy'), ('big', 'big.copy2')):
+        with open(w / orig, 'rb') as a, open(w / name, 'rb') as b:
+            assert a.read() == b.read()
