@@ -99,6 +99,16 @@ def run_timed(argv, env=None, cwd=None, rss=True):
                      out.read().decode('utf-8', 'replace'), err.read().decode('utf-8', 'replace'))
 
 
+def main_guard(main, label):
+    """A bench script's exit: Ctrl-C is 130, a failed tool one line naming it, not a traceback."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except subprocess.CalledProcessError as exc:
+        sys.exit('%s: %s failed: %s' % (label, ' '.join(map(str, exc.cmd)), (exc.stderr or '').strip()))
+
+
 def check(t, what):
     if t.rc != 0:
         raise RuntimeError('%s failed (rc=%s): %s' % (what, t.rc, (t.stderr or t.stdout)[-2000:]))

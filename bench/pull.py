@@ -933,9 +933,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except subprocess.CalledProcessError as exc:
-        sys.exit('bench-pull: %s failed: %s' % (' '.join(map(str, exc.cmd)), (exc.stderr or '').strip()))
+    _common.main_guard(main, 'bench-pull')

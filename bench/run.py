@@ -34,7 +34,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -652,9 +651,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except subprocess.CalledProcessError as exc:
-        sys.exit('bench: %s failed: %s' % (' '.join(map(str, exc.cmd)), (exc.stderr or '').strip()))
+    _common.main_guard(main, 'bench')

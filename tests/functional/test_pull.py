@@ -372,21 +372,16 @@ def test_client_key_allows_only_a_read_only_rsync_of_its_path(sshd, ext4, workdi
         dest = tmp_path / ('steal%s' % ''.join(bad).replace('-', '_'))
         done = sshd.rsync(*bad, remote + '/', dest)
         assert done.returncode != 0 and 'is not allowed with this key' in done.stderr, (bad, done.stderr)
-        assert not any(secret.name == p.name for p in dest.rglob('*')) if dest.exists() else True
+        assert not dest.exists() or not any(dest.rglob(secret.name))
     for path in ('/etc/', str(tree.outside) + '/', '%s/links/outside-dir/' % tree.root, '%s/../' % tree.root):
         done = sshd.rsync('-a', 'root@127.0.0.1:%s' % path, tmp_path / 'other')
         assert done.returncode != 0, (path, done.stdout)
         assert not (tmp_path / 'other' / 'marker').exists() and not (tmp_path / 'other' / 'passwd').exists()
     pushed = sshd.rsync('-a', str(tree.root / 'plain.txt'), remote + '/pushed.txt')
     assert pushed.returncode != 0 and not (tree.root / 'pushed.txt').exists()
-    forward = subprocess.run(
-        ['ssh', '-o', 'BatchMode=yes', '-o', 'UserKnownHostsFile=%s' % sshd.known_hosts, '-i', str(sshd.key),
-         '-o', 'IdentitiesOnly=yes', '-p', str(sshd.port), '-W', '127.0.0.1:%d' % sshd.port, 'root@127.0.0.1'],
-        capture_output=True, text=True, timeout=30, check=False, input='')
+    forward = sshd.ssh(None, options=('-W', '127.0.0.1:%d' % sshd.port))
     assert forward.returncode != 0 and 'prohibited' in forward.stderr, forward.stderr
     # And what it is for still works, symlinks kept as symlinks.
     good = sshd.rsync('-aHAX', '--numeric-ids', remote + '/', tmp_path / 'good')
     assert good.returncode == 0, good.stderr
     assert os.readlink(tmp_path / 'good' / 'links' / 'outside-dir') == str(tree.outside)
-    assert not (tmp_path / 'good' / 'links' / 'outside-dir').is_dir() or (
-        tmp_path / 'good' / 'links' / 'outside-dir').is_symlink()

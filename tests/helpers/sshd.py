@@ -96,12 +96,13 @@ class Sshd:
         """A job's ssh options for this sshd."""
         return {'ssh_key': str(self.key), 'ssh_port': self.port, 'ssh_known_hosts': str(self.known_hosts)}
 
-    def ssh(self, command, timeout=60):
-        """Run COMMAND through ssh with the client key, as a thief of the server's key would."""
+    def ssh(self, command, options=(), timeout=60):
+        """Run COMMAND (None: none) through ssh with the client key and ssh OPTIONS, as a thief of
+        the server's key would."""
         argv = ['ssh', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o',
                 'UserKnownHostsFile=%s' % self.known_hosts, '-i', str(self.key), '-o', 'IdentitiesOnly=yes',
-                '-p', str(self.port), 'root@127.0.0.1', command]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+                '-p', str(self.port)] + list(options) + ['root@127.0.0.1'] + ([command] if command else [])
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, input='')
 
     def rsync(self, *args, timeout=120):
         """rsync over this sshd with the client key (any options: the serve tests try bad ones)."""
