@@ -17,8 +17,6 @@ leaves a process writing into a tree that the next run removes.
 """
 
 import array
-import ctypes
-import ctypes.util
 import mmap
 import os
 import pickle
@@ -26,13 +24,13 @@ import select
 import signal
 import socket
 
+from ._children import close_all_but, die_with_parent
 from ._errors import LinkError
 
 _MSG_MAX = 65536        # a job is a relative path; deeper ones are walked locally
 _JOB_FDS = 3            # the most fds one message carries (a job's three)
 # Room for exactly _JOB_FDS: one more sets MSG_CTRUNC instead of arriving unnoticed.
 _ANC_SIZE = socket.CMSG_LEN(_JOB_FDS * array.array('i').itemsize)
-_PR_SET_PDEATHSIG = 1
 
 
 def default_workers(fstype=None):
@@ -54,24 +52,6 @@ class WorkerDied(LinkError):
 class FdsLost(LinkError):
     """A message's fds did not all arrive (MSG_CTRUNC): the receiver ran out
     of fds (RLIMIT_NOFILE) or was sent more than a job carries."""
-
-
-def _die_with_parent(parent):
-    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:      # the parent died before prctl took effect
-        os._exit(1)
-
-
-def _close_all_but(keep):
-    """Close every inherited fd a worker does not need; above all the run's
-    lock, so that the next run can start the moment this one is killed."""
-    low = 0
-    for fd in sorted(set(keep)):
-        if fd > low:        # never an empty range: CPython turns closerange(n, n) into "all from n"
-            os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, 1 << 20)
 
 
 def _close(fds):
@@ -153,8 +133,8 @@ class Pool(object):
     def _worker(self, work, parent, keep):
         code = 1
         try:
-            _die_with_parent(parent)
-            _close_all_but([0, 1, 2, self._sock.fileno()] + list(keep))
+            die_with_parent(parent)
+            close_all_but([0, 1, 2, self._sock.fileno()] + list(keep))
             while True:
                 msg, fds = _recv(self._sock)
                 if msg is None:

@@ -20,15 +20,14 @@ is killed publishes nothing: the mirror may be half updated, which the next
 pull completes, but no snapshot is ever taken of it before rsync succeeded.
 """
 
-import ctypes
 import collections
 import errno
 import os
 import re
-import signal
 import subprocess
 import threading
 
+from ._children import die_with_parent
 from ._errors import BadInput, LinkError
 from ._walk import SKIPPED_MAX, new_stats
 
@@ -184,18 +183,6 @@ def _stat(transfer, line):
             transfer.rsync[kind] = int(count.replace(',', ''))
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent():
-    """In the child before exec: SIGKILL when the run dies, so that no rsync
-    goes on writing into the mirror after a killed run."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
 def transfer(argv, lock_fd=None):
     """Run rsync to the end; returns its Transfer.  The run's lock goes with
     it (inherited by rsync and its ssh), so that while any of them lives,
@@ -203,7 +190,7 @@ def transfer(argv, lock_fd=None):
     done = Transfer()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                pass_fds=(lock_fd,) if lock_fd is not None else (), preexec_fn=_die_with_parent,
+                                pass_fds=(lock_fd,) if lock_fd is not None else (), preexec_fn=die_with_parent,
                                 cwd='/')
     except OSError as exc:
         raise LinkError('pull: cannot run %s: %s' % (argv[0], exc.strerror), argv[0], exc.errno)

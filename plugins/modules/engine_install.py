@@ -64,12 +64,12 @@ from ansible.module_utils.basic import AnsibleModule
 
 # Every engine file, imported so that Ansible puts it into this module's payload.
 from ansible_collections.fslinks.snapshots.plugins.module_utils import (
-    _diff, _errors, _extents, _facts, _fresh, _inspect, _ioctl, _jobs, _mounts, _options, _parallel, _pull,
+    _children, _diff, _errors, _extents, _facts, _fresh, _inspect, _ioctl, _jobs, _mounts, _options, _parallel, _pull,
     _reflink_copy, _restore, _retention, _serve, _snapshot, _transfer, _tree, _update, _walk,
 )
 
-ENGINE = (_diff, _errors, _extents, _facts, _fresh, _inspect, _ioctl, _jobs, _mounts, _options, _parallel, _pull,
-          _reflink_copy, _restore, _retention, _serve, _snapshot, _transfer, _tree, _update, _walk)
+ENGINE = (_children, _diff, _errors, _extents, _facts, _fresh, _inspect, _ioctl, _jobs, _mounts, _options, _parallel,
+          _pull, _reflink_copy, _restore, _retention, _serve, _snapshot, _transfer, _tree, _update, _walk)
 INIT = b'# fslinks.snapshots engine, installed by fslinks.snapshots.engine_install\n'
 
 

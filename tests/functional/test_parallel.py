@@ -76,8 +76,8 @@ def test_workers_build_the_same_snapshot_as_one(request, workdir, fs, method):
         assert results[4][1]['linked'] > 600
 
 
-def worker_pids(pid):
-    """The children of PID (its worker processes), from /proc."""
+def child_pids(pid):
+    """The children of PID (a run's worker processes and its writeback helper), from /proc."""
     pids = set()
     for task in os.listdir('/proc/%d/task' % pid):
         try:
@@ -97,8 +97,9 @@ def alive(pid):
 
 
 def test_no_worker_outlives_a_killed_run(workdir, ext4):
-    """SIGKILL the parent mid-run: its workers die with it (PR_SET_PDEATHSIG), so nothing writes
-    into the tree the next run removes, and that run starts at once (workers hold no lock)."""
+    """SIGKILL the parent mid-run: its workers and its writeback helper die with it
+    (PR_SET_PDEATHSIG), so nothing writes into the tree the next run removes, and that run starts
+    at once (neither holds the lock)."""
     work = workdir(ext4)
     src = work / 'src'
     make_many_files(src, 6000, size=4096, per_dir=50)
@@ -106,11 +107,11 @@ def test_no_worker_outlives_a_killed_run(workdir, ext4):
     proc = start_engine(src, dest, method='copy', workers=3)
     try:
         deadline = time.monotonic() + 30
-        workers = set()
-        while len(workers) < 3 and time.monotonic() < deadline and proc.poll() is None:
-            workers = worker_pids(proc.pid)
+        children = set()
+        while len(children) < 4 and time.monotonic() < deadline and proc.poll() is None:
+            children = child_pids(proc.pid)
             time.sleep(0.005)
-        assert len(workers) == 3, 'the run ended before its 3 workers were seen: %s' % workers
+        assert len(children) == 4, 'the run ended before its 3 workers and its helper were seen: %s' % children
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
     finally:
@@ -118,9 +119,9 @@ def test_no_worker_outlives_a_killed_run(workdir, ext4):
             proc.kill()
             proc.communicate()
     deadline = time.monotonic() + 10
-    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+    while any(alive(p) for p in children) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not any(alive(p) for p in workers), 'workers outlived the killed run'
+    assert not any(alive(p) for p in children), 'a worker or the helper outlived the killed run'
     assert snapshots(dest) == []
     result = run(Request(str(src), str(dest), method='copy', workers=3))     # lock_timeout=0
     assert any(p.endswith('.links') for p in result['leftovers_removed']) or \
