@@ -484,6 +484,10 @@ def markdown(data, png_name=None):
             ' + uncommitted changes' if h.get('engine_dirty') else '', (m.get('engine_sha256') or '?')[:12],
             m['stamp']),
         '',
+    ] + ([] if m.get('complete', True) else [
+        '**Incomplete**: the run stopped before its last stage; what follows is what it had measured.',
+        '',
+    ]) + [
         '## Headline: %s files' % ('{:,}'.format(files) if files else '?'),
         '',
         'Median of %d interleaved samples after %d warm-up round(s); "x rsync --link-dest", "x cp -al", '
@@ -535,11 +539,12 @@ def markdown(data, png_name=None):
     if sct:
         points = sorted({st['files'] for st in data['scale']})
         lines += ['## Scale: %s files' % ' and '.join('{:,}'.format(n) for n in points), '',
-                  'The hard-link and the copy methods on a large tree against a smaller one (100,000 files) of the same '
+                  'The hard-link and the copy methods on a large tree against a smaller one (%s files) of the same '
                   'file sizes (`--scale-scale %s`: small files, so that the large tree fits this machine\'s '
                   'disk), steady state, median of %d interleaved samples; "x its floor": against `cp -al` and '
                   '`cp -a --reflink=never`, median of per-round ratios. Targets: time per file within 10 %% and '
-                  'peak memory within 2 MiB of the smaller point.' % (m.get('scale_scale'), m.get('scale_reps', 0)),
+                  'peak memory within 2 MiB of the smaller point.' % (
+                      '{:,}'.format(m.get('scale_base') or 100000), m.get('scale_scale'), m.get('scale_reps', 0)),
                   '', sct, '']
     at = ansible_table(data)
     if at:

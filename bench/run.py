@@ -608,7 +608,7 @@ def main(argv=None):
                      'host': _common.host_info(), 'files': args.files, 'fs': args.fs, 'reps': args.reps,
                      'warmup': args.warmup, 'scale': args.scale, 'bytes': args.bytes, 'seed': args.seed,
                      'change_share': args.change_share, 'copy_max_files': args.copy_max_files,
-                     'scale_files': args.scale_files, 'scale_scale': args.scale_scale, 'scale_reps': args.scale_reps,
+                     'scale_files': args.scale_files, 'scale_base': args.scale_base, 'scale_scale': args.scale_scale, 'scale_reps': args.scale_reps,
                      'baseline': str(args.baseline) if args.baseline else None, 'baseline_label': args.baseline_label},
             'stages': [], 'scale': [], 'big_file': [], 'ansible': None}
     t0 = time.perf_counter()
@@ -627,18 +627,25 @@ def main(argv=None):
             data['meta']['baseline_sha256'] = digest
             data['meta']['baseline_commit'] = _common.git_commit(args.baseline)
             args.baseline = (coll, args.baseline_label)
+        # The JSON is saved after every stage (meta.complete false until the end): an hour's run that
+        # fails in its last stage keeps what it measured, for --report-only.
+        data['meta']['complete'] = False
         for files in args.files:
             for fs in args.fs:
                 bench_fs(fs, files, args, wd, data)
+                write_json(args, data)
         if _parse_size(args.big_file):
             for fs in args.fs:
                 bench_big_file(fs, args, wd, data)
+            write_json(args, data)
         if args.scale_files:
             for fs in args.scale_fs:
                 for files in sorted({args.scale_base, args.scale_files}):
                     bench_scale(fs, files, args, wd, data)
+                    write_json(args, data)
         if not args.no_ansible:
             bench_ansible(args, wd, data)
+    data['meta']['complete'] = True
     data['meta']['seconds'] = round(time.perf_counter() - t0, 1)
     data['meta']['host']['loadavg_end'] = os.getloadavg()
     data['targets'] = _report.targets(data)
