@@ -1,8 +1,9 @@
 # Copyright: fslinks.snapshots contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The writeback helper (module_utils/_children.writing_back) that every snapshot build runs
-beside it: the disk writes what the walk copied while the walk goes on, the helper holds none of
-the run's fds, and it never outlives the run, whether the run ends or is killed.
+"""The writeback helper (module_utils/_children.writing_back) that every snapshot build and every
+new reflink_copy tree runs beside it: the disk writes what the walk copied while the walk goes
+on, the helper holds none of the run's fds, and it never outlives the run, whether the run ends
+or is killed (tests/functional/test_parallel.py kills a whole snapshot run).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import pytest
 from helpers import COLLECTIONS
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils._children import writing_back
+from ansible_collections.fslinks.snapshots.plugins.module_utils._reflink_copy import reflink_copy
+from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
 
 pytestmark = pytest.mark.loopfs
 
@@ -39,6 +42,16 @@ def alive(pid):
             return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
     except OSError:
         return False
+
+
+def fds_of(pid):
+    held = {}
+    for fd in os.listdir('/proc/%d/fd' % pid):
+        try:
+            held[int(fd)] = os.readlink('/proc/%d/fd/%s' % (pid, fd))
+        except OSError:
+            pass        # closed while we looked (its /proc/meminfo)
+    return held
 
 
 def sectors_written(mnt):
@@ -79,10 +92,31 @@ def test_what_the_body_writes_reaches_the_disk_before_the_body_ends(loop_fs):
     assert children(os.getpid()) - before_children == set()
 
 
+def test_the_builds_that_end_in_a_syncfs_run_beside_a_helper(workdir, xfs):
+    """A snapshot (one process, so the only child is the helper) and a new reflink_copy tree
+    walk with the helper beside them: the report callback, called on the walk, sees it; after
+    the run it is gone."""
+    w = workdir(xfs)
+    (w / 'src' / 'd').mkdir(parents=True)
+    for i in range(20):
+        (w / 'src' / 'd' / ('f%d' % i)).write_bytes(b'x' * (i + 1))
+    before = children(os.getpid())
+    seen = []
+
+    def report(*_args):
+        seen.append(len(children(os.getpid()) - before))
+    reflink_copy(str(w / 'src'), str(w / 'copy'), policy='never', report=report)
+    run(Request(str(w / 'src'), str(w / 'snaps'), method='copy', workers=1), report=report)
+    assert len(seen) > 40 and set(seen[1:]) == {1}, seen     # [0]: the tree's "create", before its walk
+    assert children(os.getpid()) == before
+
+
 CALLER = r'''
 import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.fslinks.snapshots.plugins.module_utils._children import writing_back
+from ansible_collections.fslinks.snapshots.plugins.module_utils._reflink_copy import reflink_copy
+from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
 fd = os.open(sys.argv[2], os.O_RDONLY | os.O_DIRECTORY)
 lock = os.open(os.path.join(sys.argv[2], 'lock'), os.O_RDWR | os.O_CREAT, 0o600)
 with writing_back(fd):
@@ -102,12 +136,12 @@ def test_a_killed_caller_leaves_no_helper_and_the_helper_holds_no_lock(tmp_path)
         seen = json.loads(proc.stdout.readline())
         assert len(seen['helper']) == 1
         helper = seen['helper'][0]
-        held = {}
-        for fd in os.listdir('/proc/%d/fd' % helper):
-            try:
-                held[int(fd)] = os.readlink('/proc/%d/fd/%s' % (helper, fd))
-            except OSError:
-                pass        # closed while we looked (its /proc/meminfo)
+        deadline = time.monotonic() + 5      # the fork closes what it inherited just after it starts
+        while True:
+            held = fds_of(helper)
+            if str(tmp_path / 'lock') not in held.values() or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         assert str(tmp_path / 'lock') not in held.values()
         assert held.get(seen['fd']) == str(tmp_path)
         assert set(held) - {seen['fd']} <= {fd for fd, path in held.items() if path == '/proc/meminfo'}
