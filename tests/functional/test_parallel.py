@@ -19,7 +19,7 @@ import pytest
 
 from helpers import COLLECTIONS
 from helpers.oracles import assert_same_tree, link_groups
-from helpers.processes import start_engine
+from helpers.processes import child_pids, outlived, start_engine
 from helpers.snapshots import latest, leftovers, snapshots
 from helpers.trees import make_hostile_tree, make_many_files
 
@@ -76,26 +76,6 @@ def test_workers_build_the_same_snapshot_as_one(request, workdir, fs, method):
         assert results[4][1]['linked'] > 600
 
 
-def child_pids(pid):
-    """The children of PID (a run's worker processes and its writeback helper), from /proc."""
-    pids = set()
-    for task in os.listdir('/proc/%d/task' % pid):
-        try:
-            with open('/proc/%d/task/%s/children' % (pid, task), encoding='ascii') as f:
-                pids.update(int(p) for p in f.read().split())
-        except OSError:
-            pass
-    return pids
-
-
-def alive(pid):
-    try:
-        with open('/proc/%d/stat' % pid, encoding='ascii', errors='replace') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
-        return False
-
-
 def test_no_worker_outlives_a_killed_run(workdir, ext4):
     """SIGKILL the parent mid-run: its workers and its writeback helper die with it
     (PR_SET_PDEATHSIG), so nothing writes into the tree the next run removes, and that run starts
@@ -118,10 +98,7 @@ def test_no_worker_outlives_a_killed_run(workdir, ext4):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    deadline = time.monotonic() + 10
-    while any(alive(p) for p in children) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not any(alive(p) for p in children), 'a worker or the helper outlived the killed run'
+    assert not outlived(children), 'a worker or the helper outlived the killed run'
     assert snapshots(dest) == []
     result = run(Request(str(src), str(dest), method='copy', workers=3))     # lock_timeout=0
     assert any(p.endswith('.links') for p in result['leftovers_removed']) or \

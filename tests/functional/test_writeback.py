@@ -18,6 +18,7 @@ import time
 import pytest
 
 from helpers import COLLECTIONS
+from helpers.processes import alive, child_pids, outlived
 
 from ansible_collections.fslinks.snapshots.plugins.module_utils._children import writing_back
 from ansible_collections.fslinks.snapshots.plugins.module_utils._reflink_copy import reflink_copy
@@ -26,22 +27,6 @@ from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import
 pytestmark = pytest.mark.loopfs
 
 MiB = 1 << 20
-
-
-def children(pid):
-    found = set()
-    for task in os.listdir('/proc/%d/task' % pid):
-        with open('/proc/%d/task/%s/children' % (pid, task), encoding='ascii') as f:
-            found.update(int(p) for p in f.read().split())
-    return found
-
-
-def alive(pid):
-    try:
-        with open('/proc/%d/stat' % pid, encoding='ascii', errors='replace') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
-        return False
 
 
 def fds_of(pid):
@@ -67,11 +52,11 @@ def test_what_the_body_writes_reaches_the_disk_before_the_body_ends(loop_fs):
     still runs: without the helper the kernel would wait for dirty_expire_centisecs (30 s) or
     for dirty_background_ratio of this machine's memory.  On leaving, the helper is gone."""
     mnt = loop_fs('xfs', '512M')
-    before_children = children(os.getpid())
+    before_children = child_pids(os.getpid())
     fd = os.open(str(mnt), os.O_RDONLY | os.O_DIRECTORY)
     try:
         with writing_back(fd):
-            helpers = children(os.getpid()) - before_children
+            helpers = child_pids(os.getpid()) - before_children
             assert len(helpers) == 1
             start = sectors_written(mnt)
             block = os.urandom(MiB)
@@ -89,7 +74,7 @@ def test_what_the_body_writes_reaches_the_disk_before_the_body_ends(loop_fs):
     finally:
         os.close(fd)
     assert not any(alive(p) for p in helpers)
-    assert children(os.getpid()) - before_children == set()
+    assert child_pids(os.getpid()) - before_children == set()
 
 
 def test_the_builds_that_end_in_a_syncfs_run_beside_a_helper(workdir, xfs):
@@ -100,23 +85,21 @@ def test_the_builds_that_end_in_a_syncfs_run_beside_a_helper(workdir, xfs):
     (w / 'src' / 'd').mkdir(parents=True)
     for i in range(20):
         (w / 'src' / 'd' / ('f%d' % i)).write_bytes(b'x' * (i + 1))
-    before = children(os.getpid())
+    before = child_pids(os.getpid())
     seen = []
 
     def report(*_args):
-        seen.append(len(children(os.getpid()) - before))
+        seen.append(len(child_pids(os.getpid()) - before))
     reflink_copy(str(w / 'src'), str(w / 'copy'), policy='never', report=report)
     run(Request(str(w / 'src'), str(w / 'snaps'), method='copy', workers=1), report=report)
     assert len(seen) > 40 and set(seen[1:]) == {1}, seen     # [0]: the tree's "create", before its walk
-    assert children(os.getpid()) == before
+    assert child_pids(os.getpid()) == before
 
 
 CALLER = r'''
 import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.fslinks.snapshots.plugins.module_utils._children import writing_back
-from ansible_collections.fslinks.snapshots.plugins.module_utils._reflink_copy import reflink_copy
-from ansible_collections.fslinks.snapshots.plugins.module_utils._snapshot import Request, run
 fd = os.open(sys.argv[2], os.O_RDONLY | os.O_DIRECTORY)
 lock = os.open(os.path.join(sys.argv[2], 'lock'), os.O_RDWR | os.O_CREAT, 0o600)
 with writing_back(fd):
@@ -152,7 +135,4 @@ def test_a_killed_caller_leaves_no_helper_and_the_helper_holds_no_lock(tmp_path)
             proc.kill()
             proc.wait()
         proc.stdout.close()
-    deadline = time.monotonic() + 10
-    while alive(helper) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not alive(helper), 'the helper outlived its killed caller'
+    assert not outlived({helper}), 'the helper outlived its killed caller'
