@@ -33,7 +33,7 @@ import _treegen  # noqa: E402
 import run as bench  # noqa: E402
 from _common import engine_job, settle, sh, syncfs  # noqa: E402
 
-METHODS = {'ext4': ('hardlink', 'copy'), 'xfs': ('hardlink', 'reflink', 'copy'), 'btrfs': ('hardlink', 'reflink', 'btrfs')}
+METHODS = {'ext4': ('hardlink', 'copy'), 'xfs': ('hardlink', 'reflink', 'copy'), 'btrfs': ('hardlink', 'reflink', 'btrfs', 'copy')}
 
 
 def log(msg):

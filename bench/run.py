@@ -140,11 +140,15 @@ def sample(c, mnt, btrfs, warm=False):
 
 
 def measure(contenders, mnt, btrfs, reps, warmup):
-    """Interleaved rounds: warm-up rounds (kept apart), then REPS timed rounds of every contender."""
+    """Interleaved rounds: warm-up rounds (kept apart), then REPS timed rounds of every contender.
+    Each round starts one contender later than the one before: a sample pays for what the one
+    before it left (btrfs's cleaner, the page cache), and a fixed order would always bill the
+    same contender (measured: the copy method 1.5x slower on btrfs in the slot after the snapshots)."""
     warm = {c.key: [] for c in contenders}
     timed = {c.key: [] for c in contenders}
     for rnd in range(warmup + reps):
-        for c in contenders:
+        shift = rnd % len(contenders)
+        for c in contenders[shift:] + contenders[:shift]:
             s = sample(c, mnt, btrfs, warm=rnd < warmup)
             (warm if rnd < warmup else timed)[c.key].append(s)
         if rnd >= warmup:
