@@ -141,14 +141,17 @@ def sample(c, mnt, btrfs, warm=False):
 
 def measure(contenders, mnt, btrfs, reps, warmup):
     """Interleaved rounds: warm-up rounds (kept apart), then REPS timed rounds of every contender.
-    Each round starts one contender later than the one before: a sample pays for what the one
-    before it left (btrfs's cleaner, the page cache), and a fixed order would always bill the
-    same contender (measured: the copy method 1.5x slower on btrfs in the slot after the snapshots)."""
+    A sample pays for what the one before it left (btrfs's cleaner, the page cache, blocks just
+    freed), so no order is fixed: every other round runs backwards (each pair of neighbours
+    swaps: the second of two copies of 100,000 files on ext4 was 20-30 % faster, whichever engine
+    it was), and each pair of rounds starts one contender later (every contender takes each slot).
+    An even number of timed rounds balances the two directions."""
     warm = {c.key: [] for c in contenders}
     timed = {c.key: [] for c in contenders}
     for rnd in range(warmup + reps):
-        shift = rnd % len(contenders)
-        for c in contenders[shift:] + contenders[:shift]:
+        shift = (rnd // 2) % len(contenders)
+        order = contenders[shift:] + contenders[:shift]
+        for c in (order[::-1] if rnd % 2 else order):
             s = sample(c, mnt, btrfs, warm=rnd < warmup)
             (warm if rnd < warmup else timed)[c.key].append(s)
         if rnd >= warmup:
