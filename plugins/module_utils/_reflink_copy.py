@@ -12,7 +12,6 @@ import os
 import stat
 import time
 
-from ._children import writing_back
 from ._errors import BadInput, at_door, from_oserror
 from ._fresh import FreshTree
 from ._transfer import check_policy
@@ -214,8 +213,7 @@ def place(policy, preserve, src_parent_fd, src_name, src_st, parent_fd, name, de
             dst_fd = open_dir_at(parent_fd, tmp)
             try:
                 reset_new_dir(dst_fd)
-                with writing_back(dst_fd):
-                    tree.copy_tree(src_fd, dst_fd)
+                tree.copy_tree(src_fd, dst_fd)
                 syncfs(dst_fd)          # the whole copy on disk before it gets its name
             finally:
                 os.close(dst_fd)

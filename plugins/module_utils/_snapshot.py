@@ -23,7 +23,6 @@ import stat
 import time
 
 from . import _ioctl, _options, _parallel, _pull, _retention
-from ._children import writing_back
 from ._fresh import FreshTree
 from ._transfer import DataCopier, first_regular_file
 from ._walk import SKIPPED_MAX, new_stats
@@ -701,8 +700,7 @@ def _publish(req, dest_fd, name, build):
     failure on the way (or a signal) removes the partial and re-raises."""
     partial = name + PARTIAL
     try:
-        with writing_back(dest_fd):
-            build(partial)
+        build(partial)
         syncfs(dest_fd)
         os.rename(partial, name, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
     except BaseException as exc:

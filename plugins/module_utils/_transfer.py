@@ -14,6 +14,9 @@ from ._tree import DIR_FLAGS, FILE_FLAGS, display
 POLICIES = ('always', 'auto', 'never')
 _FS_LEVEL_ERRORS = (NotSupported, CrossDevice)
 _SENDFILE_MAX = 0x7ffff000
+# A copy this large starts its own writeback (see copy_sparse); smaller files, most of a tree's
+# names and little of its bytes, would pay a system call each for little.
+_WRITEBACK_MIN = 256 << 10
 
 
 def _data_regions(fd, size):
@@ -73,8 +76,14 @@ def copy_sparse(src_fd, dst_fd, size):
             break
     if end != size:
         os.ftruncate(dst_fd, size)
-    # No writeback is started here: per file it costs the walk the submission of every write
-    # (measured: slower on ext4 and btrfs); _children.writing_back does it in batches beside it.
+    if copied >= _WRITEBACK_MIN:
+        # Start writing the copy out now (DONTNEED: write back without waiting, then drop pages
+        # already clean), so the disk works while the walk goes on: a snapshot is synced before
+        # it is published, and that syncfs was a third of a copy's time on ext4.
+        try:
+            os.posix_fadvise(dst_fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass        # only a hint: the syncfs before publishing writes it all the same
     return copied
 
 

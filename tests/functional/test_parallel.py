@@ -77,9 +77,8 @@ def test_workers_build_the_same_snapshot_as_one(request, workdir, fs, method):
 
 
 def test_no_worker_outlives_a_killed_run(workdir, ext4):
-    """SIGKILL the parent mid-run: its workers and its writeback helper die with it
-    (PR_SET_PDEATHSIG), so nothing writes into the tree the next run removes, and that run starts
-    at once (neither holds the lock)."""
+    """SIGKILL the parent mid-run: its workers die with it (PR_SET_PDEATHSIG), so nothing writes
+    into the tree the next run removes, and that run starts at once (workers hold no lock)."""
     work = workdir(ext4)
     src = work / 'src'
     make_many_files(src, 6000, size=4096, per_dir=50)
@@ -88,17 +87,17 @@ def test_no_worker_outlives_a_killed_run(workdir, ext4):
     try:
         deadline = time.monotonic() + 30
         children = set()
-        while len(children) < 4 and time.monotonic() < deadline and proc.poll() is None:
+        while len(children) < 3 and time.monotonic() < deadline and proc.poll() is None:
             children = child_pids(proc.pid)
             time.sleep(0.005)
-        assert len(children) == 4, 'the run ended before its 3 workers and its helper were seen: %s' % children
+        assert len(children) == 3, 'the run ended before its 3 workers were seen: %s' % children
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert not outlived(children), 'a worker or the helper outlived the killed run'
+    assert not outlived(children), 'workers outlived the killed run'
     assert snapshots(dest) == []
     result = run(Request(str(src), str(dest), method='copy', workers=3))     # lock_timeout=0
     assert any(p.endswith('.links') for p in result['leftovers_removed']) or \

@@ -153,3 +153,30 @@ def test_tree_copy_never_reflink_keeps_sparse_files(fs, workdir, layout):
     with open(w / 'tree' / 'f', 'rb') as x, open(w / 'copy' / 'f', 'rb') as y:
         assert x.read() == y.read()
     assert allocated(w / 'copy' / 'f') <= sum(len(c) for _o, c in regions) + 2 * 64 * 1024
+
+
+def test_copy_sparse_starts_writeback_of_large_copies_only(fs, workdir, monkeypatch):
+    """A copy of 256 KiB or more asks the kernel to start writing it out (the snapshot's syncfs
+    then waits less); a small one does not; a failing hint fails nothing."""
+    w = workdir(fs)
+    write_sparse(w / 'big', MiB, [(0, pattern(MiB, 1))])
+    write_sparse(w / 'small', 1000, [(0, pattern(1000, 2))])
+    calls = []
+    real = os.posix_fadvise
+
+    def hint(fd, offset, length, advice):
+        calls.append(advice)
+        real(fd, offset, length, advice)
+    monkeypatch.setattr(_transfer.os, 'posix_fadvise', hint)
+    copy_file(w / 'big', w / 'big.copy')
+    copy_file(w / 'small', w / 'small.copy')
+    assert calls == [os.POSIX_FADV_DONTNEED]
+
+    def failing(fd, offset, length, advice):
+        raise OSError(22, 'Invalid argument')
+    monkeypatch.setattr(_transfer.os, 'posix_fadvise', failing)
+    assert copy_file(w / 'big', w / 'big.copy2') == MiB
+    monkeypatch.undo()
+    for orig, name in (('big', 'big.copy'), ('small', 'small.copy'), ('big', 'big.copy2')):
+        with open(w / orig, 'rb') as a, open(w / name, 'rb') as b:
+            assert a.read() == b.read()

@@ -7,7 +7,7 @@ start_engine(src, dest, ...)   _snapshot.run() in a child, returned once it is a
 engine_as_nobody(src, dest)    _reflink_copy.reflink_copy() as an unprivileged user
 cli(config_dir, *args)         the CLI to the end; cli_start() to release many at one moment
 Job(work, src, dest, ...)      a job config in its own config dir, with the CLI's verbs
-child_pids(pid), alive(pid)    a process's children (a run's workers, its writeback helper), from /proc
+child_pids(pid), alive(pid)    a process's children (a run's workers), from /proc
 outlived(pids)                 those of PIDS still alive after a while (after their parent was killed)
 """
 
