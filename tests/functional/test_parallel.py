@@ -19,7 +19,7 @@ import pytest
 
 from helpers import COLLECTIONS
 from helpers.oracles import assert_same_tree, link_groups
-from helpers.processes import child_pids, outlived, start_engine
+from helpers.processes import start_engine
 from helpers.snapshots import latest, leftovers, snapshots
 from helpers.trees import make_hostile_tree, make_many_files
 
@@ -76,6 +76,26 @@ def test_workers_build_the_same_snapshot_as_one(request, workdir, fs, method):
         assert results[4][1]['linked'] > 600
 
 
+def worker_pids(pid):
+    """The children of PID (its worker processes), from /proc."""
+    pids = set()
+    for task in os.listdir('/proc/%d/task' % pid):
+        try:
+            with open('/proc/%d/task/%s/children' % (pid, task), encoding='ascii') as f:
+                pids.update(int(p) for p in f.read().split())
+        except OSError:
+            pass
+    return pids
+
+
+def alive(pid):
+    try:
+        with open('/proc/%d/stat' % pid, encoding='ascii', errors='replace') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
 def test_no_worker_outlives_a_killed_run(workdir, ext4):
     """SIGKILL the parent mid-run: its workers die with it (PR_SET_PDEATHSIG), so nothing writes
     into the tree the next run removes, and that run starts at once (workers hold no lock)."""
@@ -86,18 +106,21 @@ def test_no_worker_outlives_a_killed_run(workdir, ext4):
     proc = start_engine(src, dest, method='copy', workers=3)
     try:
         deadline = time.monotonic() + 30
-        children = set()
-        while len(children) < 3 and time.monotonic() < deadline and proc.poll() is None:
-            children = child_pids(proc.pid)
+        workers = set()
+        while len(workers) < 3 and time.monotonic() < deadline and proc.poll() is None:
+            workers = worker_pids(proc.pid)
             time.sleep(0.005)
-        assert len(children) == 3, 'the run ended before its 3 workers were seen: %s' % children
+        assert len(workers) == 3, 'the run ended before its 3 workers were seen: %s' % workers
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert not outlived(children), 'workers outlived the killed run'
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(alive(p) for p in workers), 'workers outlived the killed run'
     assert snapshots(dest) == []
     result = run(Request(str(src), str(dest), method='copy', workers=3))     # lock_timeout=0
     assert any(p.endswith('.links') for p in result['leftovers_removed']) or \

@@ -7,8 +7,6 @@ start_engine(src, dest, ...)   _snapshot.run() in a child, returned once it is a
 engine_as_nobody(src, dest)    _reflink_copy.reflink_copy() as an unprivileged user
 cli(config_dir, *args)         the CLI to the end; cli_start() to release many at one moment
 Job(work, src, dest, ...)      a job config in its own config dir, with the CLI's verbs
-child_pids(pid), alive(pid)    a process's children (a run's workers), from /proc
-outlived(pids)                 those of PIDS still alive after a while (after their parent was killed)
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from . import COLLECTIONS
@@ -159,34 +156,3 @@ class Job:
             if line.startswith('fslinks_snapshot_' + key + '{'):
                 return float(line.rsplit(' ', 1)[1])
         return None
-
-
-# ---------------------------------------------------------------- /proc
-
-def child_pids(pid):
-    """The children of PID, from /proc (every thread's list)."""
-    pids = set()
-    for task in os.listdir('/proc/%d/task' % pid):
-        try:
-            with open('/proc/%d/task/%s/children' % (pid, task), encoding='ascii') as f:
-                pids.update(int(p) for p in f.read().split())
-        except OSError:
-            pass
-    return pids
-
-
-def alive(pid):
-    """True while PID runs (a zombie is not alive)."""
-    try:
-        with open('/proc/%d/stat' % pid, encoding='ascii', errors='replace') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
-        return False
-
-
-def outlived(pids, seconds=10):
-    """Those of PIDS still alive after up to SECONDS (PR_SET_PDEATHSIG acts at once; a reaper may lag)."""
-    deadline = time.monotonic() + seconds
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return {p for p in pids if alive(p)}
