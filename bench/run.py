@@ -81,14 +81,16 @@ def engine(method, src, root, prev, workers=0):
 
 def with_baseline(contenders, args):
     """After each engine contender whose method is in --baseline-methods, the same job run by the
-    --baseline engine: before and after, interleaved in the same rounds."""
+    --baseline engine: before and after, interleaved in the same rounds.  Not after the
+    1-process variants: they would double the baseline's time for a comparison the default
+    already makes."""
     if not args.baseline:
         return contenders
     collections, label = args.baseline
     out = []
     for c in contenders:
         out.append(c)
-        if c.kind == 'engine' and c.job['method'] in args.baseline_methods:
+        if c.kind == 'engine' and c.job['method'] in args.baseline_methods and c.job.get('workers') != 1:
             out.append(Contender(c.key + ':baseline', '%s (%s)' % (c.label, label), 'engine', job=c.job, root=c.root,
                                  keep=c.keep, collections=collections))
     return out
@@ -550,7 +552,7 @@ def parse_args(argv):
                    help='also run another checkout of the collection (e.g. main) as "before", interleaved')
     p.add_argument('--baseline-label', default='before', help='its label in the report (default: %(default)s)')
     p.add_argument('--baseline-methods', default='copy',
-                   help='methods the baseline runs (default: %(default)s)')
+                   help='methods the baseline runs, with the default workers (default: %(default)s)')
     p.add_argument('--no-ansible', action='store_true', help='skip the modules-through-ansible part')
     p.add_argument('--ansible-file-size', default='2G', help='file for reflink_copy vs ping (default: %(default)s)')
     p.add_argument('--ansible-reps', type=int, default=None, help='timed rounds for the ansible part (default: --reps)')

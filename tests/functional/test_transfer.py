@@ -2,8 +2,9 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The copy path (module_utils/_transfer.copy_sparse, and the walker around it) on real loop
 filesystems: data equal byte for byte, holes kept as holes wherever they are (leading, inner,
-trailing, a file that is all hole), offsets beyond 2 and 4 GiB, short sendfile writes, and a
-src that shrinks under the copy.  copy_sparse skips the lseek and the ftruncate it does not
+trailing, a file that is all hole; no preallocated blocks left in a hole), offsets beyond 2 and
+4 GiB, short sendfile writes, a src that shrinks under the copy, and writeback started as the
+copy goes.  copy_sparse skips the lseek and the ftruncate it does not
 need; these are the cases where it does need them.
 """
 
@@ -165,12 +166,12 @@ def test_copy_sparse_starts_writeback_of_large_copies_only(fs, workdir, monkeypa
     real = os.posix_fadvise
 
     def hint(fd, offset, length, advice):
-        calls.append(advice)
+        calls.append((offset, length, advice))
         real(fd, offset, length, advice)
     monkeypatch.setattr(_transfer.os, 'posix_fadvise', hint)
     copy_file(w / 'big', w / 'big.copy')
     copy_file(w / 'small', w / 'small.copy')
-    assert calls == [os.POSIX_FADV_DONTNEED]
+    assert [c[2] for c in calls] == [os.POSIX_FADV_DONTNEED]
 
     def failing(fd, offset, length, advice):
         raise OSError(22, 'Invalid argument')
@@ -180,3 +181,49 @@ def test_copy_sparse_starts_writeback_of_large_copies_only(fs, workdir, monkeypa
     for orig, name in (('big', 'big.copy'), ('small', 'small.copy'), ('big', 'big.copy2')):
         with open(w / orig, 'rb') as a, open(w / name, 'rb') as b:
             assert a.read() == b.read()
+
+
+def _hinted_copy(src, dst, monkeypatch):
+    calls = []
+    real = os.posix_fadvise
+
+    def hint(fd, offset, length, advice):
+        calls.append((offset, length))
+        real(fd, offset, length, advice)
+    with monkeypatch.context() as m:
+        m.setattr(_transfer.os, 'posix_fadvise', hint)
+        copied = copy_file(src, dst)
+    with open(src, 'rb') as a, open(dst, 'rb') as b:
+        assert a.read() == b.read()
+    return copied, calls
+
+
+def test_copy_sparse_writes_a_big_file_back_piece_by_piece(fs, workdir, monkeypatch):
+    """A file without holes is sent in pieces, and each piece's writeback starts as soon as it
+    is in the page cache (the sync before publishing then waits for the last piece only): the
+    hinted ranges tile the file in order.  A sparse file is hinted once, at the end.  Pieces of
+    1 MiB here instead of 32 MiB, the same code."""
+    w = workdir(fs)
+    monkeypatch.setattr(_transfer, '_WRITEBACK_PIECE', MiB)
+    write_sparse(w / 'dense', 5 * MiB + 4096, [(0, pattern(5 * MiB + 4096, 1))])
+    copied, calls = _hinted_copy(w / 'dense', w / 'dense.copy', monkeypatch)
+    assert copied == 5 * MiB + 4096
+    assert calls == [(i * MiB, MiB) for i in range(5)]       # the last 4 KiB: below the minimum
+    assert allocated(w / 'dense.copy') <= 5 * MiB + 4096 + 64 * 1024
+    write_sparse(w / 'sparse', 8 * MiB, [(0, pattern(2 * MiB, 1)), (4 * MiB, pattern(3 * MiB, 2))])
+    _copied, calls = _hinted_copy(w / 'sparse', w / 'sparse.copy', monkeypatch)
+    assert calls == [(0, 0)]
+
+
+def test_copy_sparse_leaves_no_preallocation_in_holes(fs, workdir):
+    """Megabytes of data, then a hole of megabytes: the hole stays a hole.  On XFS a file that
+    grows gets blocks preallocated beyond its end; written past, they would stay in the hole
+    (cp -a --reflink=never leaves ~2 MiB in this one).  The copy gives dst its size first."""
+    w = workdir(fs)
+    spans = [(0, 2 * MiB + 4096), (4 * MiB, 3 * MiB), (8 * MiB - 4096, 4096)]
+    regions = [(off, pattern(n, i + 1)) for i, (off, n) in enumerate(spans)]
+    write_sparse(w / 'src', 8 * MiB, regions)
+    assert copy_file(w / 'src', w / 'dst') >= sum(n for _o, n in spans)
+    with open(w / 'src', 'rb') as a, open(w / 'dst', 'rb') as b:
+        assert a.read() == b.read()
+    assert allocated(w / 'dst') <= allocated(w / 'src') + 3 * 64 * 1024
