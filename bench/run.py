@@ -351,7 +351,7 @@ def bench_big_file(fs, args, wd, data):
         (mnt / 'out').mkdir()
         ours = Contender('engine:copy-file', 'fslinks reflink_copy reflink=never', 'engine',
                          job={'op': 'reflink_copy', 'src': str(big), 'dest': str(mnt / 'eng' / 'big.bin'),
-                              'policy': 'never', 'method': 'copy', 'workers': 1}, root=mnt / 'eng')
+                              'policy': 'never', 'method': 'copy'}, root=mnt / 'eng')
         contenders = with_baseline([ours, command('cp-never', 'cp -a --reflink=never',
                                                   ['cp', '-a', '--reflink=never', big, mnt / 'out' / 'big.bin'],
                                                   mnt / 'out' / 'big.bin')], args)
