@@ -75,10 +75,11 @@ def copy_sparse(src_fd, dst_fd, size):
             os.ftruncate(dst_fd, size)
         if data != end:
             os.lseek(dst_fd, data, os.SEEK_SET)
+        # A file without holes goes in pieces, each one's writeback started at once.
+        piece = _WRITEBACK_PIECE if dense else _SENDFILE_MAX
         offset = data
         while offset < hole:
-            # A file without holes goes in pieces, each one's writeback started at once.
-            sent = os.sendfile(dst_fd, src_fd, offset, min(hole - offset, _WRITEBACK_PIECE if dense else _SENDFILE_MAX))
+            sent = os.sendfile(dst_fd, src_fd, offset, min(hole - offset, piece))
             if sent == 0:                        # src shrank under us
                 break
             if dense and sent >= _WRITEBACK_MIN:

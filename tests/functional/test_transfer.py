@@ -4,8 +4,8 @@
 filesystems: data equal byte for byte, holes kept as holes wherever they are (leading, inner,
 trailing, a file that is all hole; no preallocated blocks left in a hole), offsets beyond 2 and
 4 GiB, short sendfile writes, a src that shrinks under the copy, and writeback started as the
-copy goes.  copy_sparse skips the lseek and the ftruncate it does not
-need; these are the cases where it does need them.
+copy goes.  copy_sparse skips the lseek and the ftruncate it does not need; these are the cases
+where it does need them.
 """
 
 from __future__ import annotations
@@ -156,39 +156,14 @@ def test_tree_copy_never_reflink_keeps_sparse_files(fs, workdir, layout):
     assert allocated(w / 'copy' / 'f') <= sum(len(c) for _o, c in regions) + 2 * 64 * 1024
 
 
-def test_copy_sparse_starts_writeback_of_large_copies_only(fs, workdir, monkeypatch):
-    """A copy of 256 KiB or more asks the kernel to start writing it out (the snapshot's syncfs
-    then waits less); a small one does not; a failing hint fails nothing."""
-    w = workdir(fs)
-    write_sparse(w / 'big', MiB, [(0, pattern(MiB, 1))])
-    write_sparse(w / 'small', 1000, [(0, pattern(1000, 2))])
+def _hinted_copy(src, dst, monkeypatch):
+    """copy_file with every posix_fadvise recorded as (offset, length, advice) and passed on;
+    the copy is checked byte for byte."""
     calls = []
     real = os.posix_fadvise
 
     def hint(fd, offset, length, advice):
         calls.append((offset, length, advice))
-        real(fd, offset, length, advice)
-    monkeypatch.setattr(_transfer.os, 'posix_fadvise', hint)
-    copy_file(w / 'big', w / 'big.copy')
-    copy_file(w / 'small', w / 'small.copy')
-    assert [c[2] for c in calls] == [os.POSIX_FADV_DONTNEED]
-
-    def failing(fd, offset, length, advice):
-        raise OSError(22, 'Invalid argument')
-    monkeypatch.setattr(_transfer.os, 'posix_fadvise', failing)
-    assert copy_file(w / 'big', w / 'big.copy2') == MiB
-    monkeypatch.undo()
-    for orig, name in (('big', 'big.copy'), ('small', 'small.copy'), ('big', 'big.copy2')):
-        with open(w / orig, 'rb') as a, open(w / name, 'rb') as b:
-            assert a.read() == b.read()
-
-
-def _hinted_copy(src, dst, monkeypatch):
-    calls = []
-    real = os.posix_fadvise
-
-    def hint(fd, offset, length, advice):
-        calls.append((offset, length))
         real(fd, offset, length, advice)
     with monkeypatch.context() as m:
         m.setattr(_transfer.os, 'posix_fadvise', hint)
@@ -196,6 +171,24 @@ def _hinted_copy(src, dst, monkeypatch):
     with open(src, 'rb') as a, open(dst, 'rb') as b:
         assert a.read() == b.read()
     return copied, calls
+
+
+def test_copy_sparse_starts_writeback_of_large_copies_only(fs, workdir, monkeypatch):
+    """A copy of 256 KiB or more asks the kernel to start writing it out (the snapshot's syncfs
+    then waits less); a small one does not; a failing hint fails nothing."""
+    w = workdir(fs)
+    write_sparse(w / 'big', MiB, [(0, pattern(MiB, 1))])
+    write_sparse(w / 'small', 1000, [(0, pattern(1000, 2))])
+    assert _hinted_copy(w / 'big', w / 'big.copy', monkeypatch)[1] == [(0, MiB, os.POSIX_FADV_DONTNEED)]
+    assert _hinted_copy(w / 'small', w / 'small.copy', monkeypatch)[1] == []
+
+    def failing(fd, offset, length, advice):
+        raise OSError(22, 'Invalid argument')
+    monkeypatch.setattr(_transfer.os, 'posix_fadvise', failing)
+    assert copy_file(w / 'big', w / 'big.copy2') == MiB
+    monkeypatch.undo()
+    with open(w / 'big', 'rb') as a, open(w / 'big.copy2', 'rb') as b:
+        assert a.read() == b.read()
 
 
 def test_copy_sparse_writes_a_big_file_back_piece_by_piece(fs, workdir, monkeypatch):
@@ -208,11 +201,11 @@ def test_copy_sparse_writes_a_big_file_back_piece_by_piece(fs, workdir, monkeypa
     write_sparse(w / 'dense', 5 * MiB + 4096, [(0, pattern(5 * MiB + 4096, 1))])
     copied, calls = _hinted_copy(w / 'dense', w / 'dense.copy', monkeypatch)
     assert copied == 5 * MiB + 4096
-    assert calls == [(i * MiB, MiB) for i in range(5)]       # the last 4 KiB: below the minimum
+    assert calls == [(i * MiB, MiB, os.POSIX_FADV_DONTNEED) for i in range(5)]   # the last 4 KiB: too small
     assert allocated(w / 'dense.copy') <= 5 * MiB + 4096 + 64 * 1024
     write_sparse(w / 'sparse', 8 * MiB, [(0, pattern(2 * MiB, 1)), (4 * MiB, pattern(3 * MiB, 2))])
     _copied, calls = _hinted_copy(w / 'sparse', w / 'sparse.copy', monkeypatch)
-    assert calls == [(0, 0)]
+    assert calls == [(0, 0, os.POSIX_FADV_DONTNEED)]
 
 
 def test_copy_sparse_leaves_no_preallocation_in_holes(fs, workdir):
