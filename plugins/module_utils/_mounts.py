@@ -81,6 +81,21 @@ def read_mounts(path=MOUNTINFO):
         return parse_mountinfo(handle.read())
 
 
+def fstype_of_fd(fd, mounts=None):
+    """The filesystem type of the mount an open fd is on, or None.  The mount
+    id in /proc/self/fdinfo names it where st_dev cannot (each btrfs
+    subvolume has a device number of its own)."""
+    try:
+        with open('/proc/self/fdinfo/%d' % fd, 'r') as handle:
+            mount_id = next(int(line.split()[1]) for line in handle if line.startswith('mnt_id:'))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    for mount in read_mounts() if mounts is None else mounts:
+        if mount.mount_id == mount_id:
+            return mount.fstype
+    return None
+
+
 def _is_under(path, mountpoint):
     return mountpoint == '/' or path == mountpoint or path.startswith(mountpoint + '/')
 

@@ -5,10 +5,14 @@ filesystems allow it, else a sparse copy in the kernel (sendfile)."""
 
 import errno
 import fcntl
+import functools
 import os
+import queue
+import threading
 
 from . import _ioctl
 from ._errors import BadInput, CrossDevice, NotSupported, from_oserror
+from ._mounts import fstype_of_fd
 from ._tree import DIR_FLAGS, FILE_FLAGS, display
 
 POLICIES = ('always', 'auto', 'never')
@@ -21,6 +25,10 @@ _SENDFILE_MAX = 0x7ffff000
 # cache: the disk writes piece N while sendfile fills piece N+1, so the sync before the copy is
 # published waits for the last piece, not for the whole file.
 _WRITEBACK_PIECE = 32 << 20
+# Where a big file's pieces are better hinted from a thread of their own (bench/README, "Fifth
+# session"): btrfs checksums and allocates in the caller of the hint, which inline stalls the
+# copy; ext4 gains a little; on XFS the thread made the copy slower, so it hints inline there.
+_WRITEBACK_THREAD_FS = frozenset(('btrfs', 'ext4'))
 
 
 def _data_regions(fd, size):
@@ -56,13 +64,27 @@ def data_bytes(fd, size):
     return sum(max(0, end - start) for start, end in _data_regions(fd, size))
 
 
-def copy_sparse(src_fd, dst_fd, size):
+def copy_sparse(src_fd, dst_fd, size, writeback_thread=False):
     """Copy data without sharing it, keeping holes as holes, into dst_fd: a
     new, empty file at offset 0.  sendfile does the copy in the kernel and,
-    unlike copy_file_range, never reflinks.  Only what is needed per file:
-    no lseek of dst where data goes on where the last stretch ended, and no
-    ftruncate for a file without holes (on XFS a truncate costs ~70 us and
-    marks the inode for a flush at close)."""
+    unlike copy_file_range, never reflinks.  ``writeback_thread``: a file
+    bigger than one piece has its writeback started from a thread (see
+    _WRITEBACK_THREAD_FS), which is joined before this returns or raises."""
+    writeback = _PieceWriteback(dst_fd) if writeback_thread and size > _WRITEBACK_PIECE else None
+    try:
+        return _copy_regions(src_fd, dst_fd, size,
+                             writeback.start if writeback else functools.partial(_start_writeback, dst_fd))
+    finally:
+        if writeback is not None:
+            writeback.close()
+
+
+def _copy_regions(src_fd, dst_fd, size, start_writeback):
+    """copy_sparse's copy, with start_writeback(offset, length) for the
+    hints.  Only what is needed per file: no lseek of dst where data goes on
+    where the last stretch ended, and no ftruncate for a file without holes
+    (on XFS a truncate costs ~70 us and marks the inode for a flush at
+    close)."""
     copied = 0
     end = 0             # dst's size and offset: sendfile writes at the offset, then moves it
     dense = True        # one stretch of data from 0 to the end, so far
@@ -83,7 +105,7 @@ def copy_sparse(src_fd, dst_fd, size):
             if sent == 0:                        # src shrank under us
                 break
             if dense and sent >= _WRITEBACK_MIN:
-                _start_writeback(dst_fd, offset, sent)
+                start_writeback(offset, sent)
             offset += sent
         copied += max(0, offset - data)
         end = max(end, offset)
@@ -92,7 +114,7 @@ def copy_sparse(src_fd, dst_fd, size):
     if dense and end != size:
         os.ftruncate(dst_fd, size)              # src shrank under us, or was all hole
     if not dense and copied >= _WRITEBACK_MIN:
-        _start_writeback(dst_fd, 0, 0)
+        start_writeback(0, 0)
     return copied
 
 
@@ -104,6 +126,33 @@ def _start_writeback(fd, offset, length):
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
     except OSError:
         pass        # only a hint: the sync before publishing writes it all the same
+
+
+class _PieceWriteback(object):
+    """_start_writeback of one fd's pieces, in order, from a thread: the copy
+    goes on with piece N+1 while the hint for piece N does its work.  close()
+    waits for every hint, so none runs once the caller closes the fd."""
+
+    def __init__(self, fd):
+        self._fd = fd
+        self._pieces = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name='fslinks-writeback')
+        self._thread.daemon = True
+        self._thread.start()
+
+    def start(self, offset, length):
+        self._pieces.put((offset, length))
+
+    def _run(self):
+        while True:
+            piece = self._pieces.get()
+            if piece is None:
+                return
+            _start_writeback(self._fd, *piece)
+
+    def close(self):
+        self._pieces.put(None)
+        self._thread.join()
 
 
 def check_policy(policy):
@@ -119,6 +168,7 @@ class DataCopier(object):
     def __init__(self, policy):
         self.policy = check_policy(policy)
         self._no_clone = {}
+        self._writeback_thread = {}     # dst_dev -> its filesystem is in _WRITEBACK_THREAD_FS
 
     def predict(self, src_dev, dst_dev):
         """'reflink' or 'copy', as far as we know without trying."""
@@ -147,7 +197,15 @@ class DataCopier(object):
                 # properties of the filesystem pair.
                 if exc.errno != errno.EINVAL:
                     self._no_clone[(src_dev, dst_dev)] = exc
-        return 'copy', copy_sparse(src_fd, dst_fd, size)
+        threaded = size > _WRITEBACK_PIECE and self._threads_writeback(dst_fd, dst_dev)
+        return 'copy', copy_sparse(src_fd, dst_fd, size, threaded)
+
+    def _threads_writeback(self, dst_fd, dst_dev):
+        """Asked once per destination device, and only for files bigger than a piece."""
+        known = self._writeback_thread.get(dst_dev)
+        if known is None:
+            known = self._writeback_thread[dst_dev] = fstype_of_fd(dst_fd) in _WRITEBACK_THREAD_FS
+        return known
 
     def probe_tree(self, src_root_fd, dest_dir_fd, where):
         """probe() with some regular file of the tree, if it has one."""

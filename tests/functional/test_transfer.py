@@ -11,12 +11,15 @@ where it does need them.
 from __future__ import annotations
 
 import os
+import subprocess
+import threading
 
 import pytest
 
+from helpers import loopfs
 from helpers.trees import write_sparse
 
-from ansible_collections.fslinks.snapshots.plugins.module_utils import _transfer
+from ansible_collections.fslinks.snapshots.plugins.module_utils import _mounts, _transfer
 from ansible_collections.fslinks.snapshots.plugins.module_utils._reflink_copy import reflink_copy
 
 pytestmark = pytest.mark.loopfs
@@ -39,11 +42,11 @@ def read_regions(path, regions):
         return out
 
 
-def copy_file(src, dst, size=None):
+def copy_file(src, dst, size=None, copy=_transfer.copy_sparse):
     s = os.open(src, os.O_RDONLY)
     d = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        return _transfer.copy_sparse(s, d, os.fstat(s).st_size if size is None else size)
+        return copy(s, d, os.fstat(s).st_size if size is None else size)
     finally:
         os.close(s)
         os.close(d)
@@ -156,18 +159,20 @@ def test_tree_copy_never_reflink_keeps_sparse_files(fs, workdir, layout):
     assert allocated(w / 'copy' / 'f') <= sum(len(c) for _o, c in regions) + 2 * 64 * 1024
 
 
-def _hinted_copy(src, dst, monkeypatch):
+def _hinted_copy(src, dst, monkeypatch, copy=_transfer.copy_sparse, threads=None):
     """copy_file with every posix_fadvise recorded as (offset, length, advice) and passed on;
-    the copy is checked byte for byte."""
+    the copy is checked byte for byte.  ``threads``: a list that gets the thread of each hint."""
     calls = []
     real = os.posix_fadvise
 
     def hint(fd, offset, length, advice):
         calls.append((offset, length, advice))
+        if threads is not None:
+            threads.append(threading.current_thread())
         real(fd, offset, length, advice)
     with monkeypatch.context() as m:
         m.setattr(_transfer.os, 'posix_fadvise', hint)
-        copied = copy_file(src, dst)
+        copied = copy_file(src, dst, copy=copy)
     with open(src, 'rb') as a, open(dst, 'rb') as b:
         assert a.read() == b.read()
     return copied, calls
@@ -206,6 +211,74 @@ def test_copy_sparse_writes_a_big_file_back_piece_by_piece(fs, workdir, monkeypa
     write_sparse(w / 'sparse', 8 * MiB, [(0, pattern(2 * MiB, 1)), (4 * MiB, pattern(3 * MiB, 2))])
     _copied, calls = _hinted_copy(w / 'sparse', w / 'sparse.copy', monkeypatch)
     assert calls == [(0, 0, os.POSIX_FADV_DONTNEED)]
+
+
+def _copier_copy(src_fd, dst_fd, size):
+    """A copy the way the walker makes it: DataCopier with reflink=never, which picks the
+    writeback thread from dst's filesystem."""
+    dev = os.fstat(dst_fd).st_dev
+    return _transfer.DataCopier('never').transfer(src_fd, dst_fd, size, os.fstat(src_fd).st_dev, dev, b'f')[1]
+
+
+def _writeback_threads():
+    return [t for t in threading.enumerate() if t.name == 'fslinks-writeback']
+
+
+def test_big_file_writeback_runs_in_a_thread_on_btrfs_and_ext4_only(fs, workdir, monkeypatch):
+    """A file bigger than one piece has its pieces hinted from a thread on btrfs and ext4 (btrfs
+    does checksums and allocation in the caller of the hint) and inline on XFS, where the thread
+    was slower (bench/README).  Either way the hints tile the file in order, the copy is exact,
+    and the thread is gone when the copy returns.  A file of one piece never starts a thread."""
+    w = workdir(fs)
+    monkeypatch.setattr(_transfer, '_WRITEBACK_PIECE', MiB)
+    write_sparse(w / 'dense', 5 * MiB, [(0, pattern(5 * MiB, 3))])
+    threads = []
+    copied, calls = _hinted_copy(w / 'dense', w / 'dense.copy', monkeypatch, copy=_copier_copy, threads=threads)
+    assert copied == 5 * MiB
+    assert calls == [(i * MiB, MiB, os.POSIX_FADV_DONTNEED) for i in range(5)]
+    threaded = loopfs.fstype_of(fs) in ('btrfs', 'ext4')
+    assert [t.name for t in threads] == ['fslinks-writeback' if threaded else threading.current_thread().name] * 5
+    assert _writeback_threads() == []
+    write_sparse(w / 'one', MiB, [(0, pattern(MiB, 4))])
+    threads = []
+    _hinted_copy(w / 'one', w / 'one.copy', monkeypatch, copy=_copier_copy, threads=threads)
+    assert threads == [threading.current_thread()]
+
+
+def test_writeback_thread_is_joined_when_the_copy_fails(fs, workdir, monkeypatch):
+    """sendfile failing half way (here: EIO on the third piece) raises, and the writeback thread
+    has been joined by then: no hint can reach the fd number after the caller closes it."""
+    w = workdir(fs)
+    monkeypatch.setattr(_transfer, '_WRITEBACK_PIECE', MiB)
+    write_sparse(w / 'dense', 5 * MiB, [(0, pattern(5 * MiB, 5))])
+    real = os.sendfile
+    sent = []
+
+    def failing(out_fd, in_fd, offset, count):
+        if len(sent) == 2:
+            raise OSError(5, 'Input/output error')
+        sent.append(offset)
+        return real(out_fd, in_fd, offset, count)
+    monkeypatch.setattr(_transfer.os, 'sendfile', failing)
+    with pytest.raises(OSError):
+        copy_file(w / 'dense', w / 'dense.copy', copy=lambda s, d, n: _transfer.copy_sparse(s, d, n, True))
+    assert sent == [0, MiB]
+    assert _writeback_threads() == []
+
+
+def test_fstype_of_fd_names_the_mount_a_btrfs_subvolume_is_on(ext4, xfs, btrfs, workdir):
+    """The filesystem type of an open fd comes from its mount id (fdinfo): st_dev would not find
+    it for a btrfs subvolume, which has a device number of its own.  No such fd: None."""
+    sub = workdir(btrfs) / 'sv'
+    subprocess.run(['btrfs', 'subvolume', 'create', str(sub)], check=True, capture_output=True)
+    assert os.stat(sub).st_dev != os.stat(btrfs).st_dev
+    for path, kind in ((workdir(ext4), 'ext4'), (workdir(xfs), 'xfs'), (sub, 'btrfs')):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert _mounts.fstype_of_fd(fd) == kind, path
+        finally:
+            os.close(fd)
+    assert _mounts.fstype_of_fd(-1) is None
 
 
 def test_copy_sparse_leaves_no_preallocation_in_holes(fs, workdir):
