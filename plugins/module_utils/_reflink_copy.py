@@ -161,8 +161,9 @@ def place(policy, preserve, src_parent_fd, src_name, src_st, parent_fd, name, de
     """Copy the entry src_parent_fd/src_name (lstat ``src_st``) to
     parent_fd/name (lstat ``dest_st``, None if absent) and return the walker
     that did it: a file, symlink or special file (written aside, renamed
-    over dest), a new tree (built under a hidden name, renamed into place
-    when complete) or an existing tree (brought up to date).
+    over dest, fsynced first), a new tree (built under a hidden name,
+    synced, renamed into place when complete) or an existing tree (brought
+    up to date).
     ``where``/``src_where``: dest and src in messages; ``root_path``: the
     entry's path in reports and excludes (default: its name); ``fs_fd``: an
     fd on dest's filesystem where parent_fd is None (a dry run whose
@@ -175,6 +176,7 @@ def place(policy, preserve, src_parent_fd, src_name, src_st, parent_fd, name, de
         options['base'] = root_path
     if not stat.S_ISDIR(src_st.st_mode):
         tree = UpdateTree(policy, preserve, **options)
+        tree.sync_files = True
         if stat.S_ISREG(src_st.st_mode):
             try:
                 fd = os.open(src_name, FILE_FLAGS, dir_fd=src_parent_fd)

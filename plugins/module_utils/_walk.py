@@ -89,8 +89,12 @@ class Walker(object):
                   (the first SKIPPED_MAX, as {'path', 'error'}); see SKIPPABLE
 
     ``stats`` counts what was done (new_stats); ``changes`` counts every
-    change, which is what makes a run "changed".
+    change, which is what makes a run "changed".  ``sync_files``: fsync each
+    file before its rename, for one entry placed on its own (no syncfs of a
+    whole tree follows it), so a crash leaves the old file or the new one.
     """
+
+    sync_files = False
 
     def __init__(self, policy='auto', preserve=PRESERVE_ALL, excluder=None, one_fs=False,
                  dry_run=False, report=None, dest_dev=None, base=b'', on_error='fail'):
@@ -395,6 +399,8 @@ class Walker(object):
                 if after.st_size != src_meta.size or after.st_mtime_ns != src_meta.mtime_ns:
                     self.stats['changed_during_run'] += 1
             apply_meta_fd(out, src_meta, self.preserve, new=self._in_new_dir(), born_mode=born)
+            if self.sync_files:
+                os.fsync(out)
         except BaseException:
             os.close(out)
             unlink_quietly(dst_fd, tmp)

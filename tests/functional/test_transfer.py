@@ -281,6 +281,33 @@ def test_fstype_of_fd_names_the_mount_a_btrfs_subvolume_is_on(ext4, xfs, btrfs, 
     assert _mounts.fstype_of_fd(-1) is None
 
 
+@pytest.mark.parametrize('policy', ['never', 'auto'])
+def test_one_file_is_fsynced_under_its_temp_name_before_the_rename(fs, workdir, monkeypatch, policy):
+    """reflink_copy of one file (a restore of one too) has no syncfs of a tree after it, so the
+    file is fsynced while it still has its temporary name: a crash leaves the old dest or the
+    whole new one.  A new tree is synced whole (syncfs) before its rename, with no fsync per file."""
+    w = workdir(fs)
+    write_sparse(w / 'f', MiB, [(0, pattern(MiB, 6))])
+    (w / 'dest').write_bytes(b'old')
+    (w / 'tree').mkdir()
+    write_sparse(w / 'tree' / 'g', MiB, [(0, pattern(MiB, 7))])
+    synced = []
+    real = os.fsync
+
+    def recording(fd):
+        synced.append(os.readlink('/proc/self/fd/%d' % fd))
+        real(fd)
+    monkeypatch.setattr(_transfer.os, 'fsync', recording)
+    reflink_copy(str(w / 'f'), str(w / 'dest'), policy=policy)
+    assert len(synced) == 1, synced
+    assert os.path.dirname(synced[0]) == str(w) and os.path.basename(synced[0]) not in ('dest', 'f'), synced
+    assert (w / 'dest').read_bytes() == (w / 'f').read_bytes()
+    del synced[:]
+    reflink_copy(str(w / 'tree'), str(w / 'tree.copy'), policy=policy)
+    assert synced == []
+    assert (w / 'tree.copy' / 'g').read_bytes() == (w / 'tree' / 'g').read_bytes()
+
+
 def test_copy_sparse_leaves_no_preallocation_in_holes(fs, workdir):
     """Megabytes of data, then a hole of megabytes: the hole stays a hole.  On XFS a file that
     grows gets blocks preallocated beyond its end; written past, they would stay in the hole
