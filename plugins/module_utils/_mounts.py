@@ -81,7 +81,7 @@ def read_mounts(path=MOUNTINFO):
         return parse_mountinfo(handle.read())
 
 
-def fstype_of_fd(fd, mounts=None):
+def fstype_of_fd(fd):
     """The filesystem type of the mount an open fd is on, or None.  The mount
     id in /proc/self/fdinfo names it where st_dev cannot (each btrfs
     subvolume has a device number of its own)."""
@@ -90,7 +90,7 @@ def fstype_of_fd(fd, mounts=None):
             mount_id = next(int(line.split()[1]) for line in handle if line.startswith('mnt_id:'))
     except (OSError, ValueError, IndexError, StopIteration):
         return None
-    for mount in read_mounts() if mounts is None else mounts:
+    for mount in read_mounts():
         if mount.mount_id == mount_id:
             return mount.fstype
     return None

@@ -25,8 +25,8 @@ _SENDFILE_MAX = 0x7ffff000
 # cache: the disk writes piece N while sendfile fills piece N+1, so the sync before the copy is
 # published waits for the last piece, not for the whole file.
 _WRITEBACK_PIECE = 32 << 20
-# Where a big file's pieces are better hinted from a thread of their own (bench/README, "Fifth
-# session"): btrfs checksums and allocates in the caller of the hint, which inline stalls the
+# Where a big file's pieces are better hinted from a thread of their own (bench/README, fourth
+# and fifth sessions): btrfs checksums and allocates in the caller of the hint, which inline stalls the
 # copy; ext4 gains a little; on XFS the thread made the copy slower, so it hints inline there.
 _WRITEBACK_THREAD_FS = frozenset(('btrfs', 'ext4'))
 
