@@ -297,7 +297,7 @@ def test_one_file_is_fsynced_under_its_temp_name_before_the_rename(fs, workdir, 
     def recording(fd):
         synced.append(os.readlink('/proc/self/fd/%d' % fd))
         real(fd)
-    monkeypatch.setattr(_transfer.os, 'fsync', recording)
+    monkeypatch.setattr(os, 'fsync', recording)        # the walker's fsync (_walk), any caller's
     reflink_copy(str(w / 'f'), str(w / 'dest'), policy=policy)
     assert len(synced) == 1, synced
     assert os.path.dirname(synced[0]) == str(w) and os.path.basename(synced[0]) not in ('dest', 'f'), synced
