@@ -11,18 +11,41 @@ one, so a reader sees the old file or the new one, never half of either.
 Nothing in dest is deleted, except with ``mirror`` (rsync --delete): what
 src does not have, excluded names aside; and the temporary files of a
 killed run of ours.
+
+A copied file's rename is held until a syncfs has put its data on disk
+(_hold, _flush): XFS does not flush a file renamed over another, so a
+crash soon after the rename would leave an empty file where the old one
+was.  A clone needs no flush (its extents are in the same journal as the
+rename).  Held renames are given in the walk's order, each directory's
+metadata after its files; at most HOLD_FILES files or HOLD_BYTES of data
+wait at once, so the old files' space comes back as the walk goes.  When
+the walk returns, all of it is on disk.
 """
 
 import errno
 import os
 import stat
 
-from ._errors import BadInput
+from ._errors import BadInput, from_oserror
 from ._extents import extents_equal
 from ._tree import (
-    PRESERVE_ALL, Meta, apply_meta_fd, display, is_stale_temp, join, lstat_at, meta_at, remove_tree_at, temp_name,
+    PRESERVE_ALL, Meta, apply_meta_fd, display, is_stale_temp, join, lstat_at, meta_at, remove_tree_at, syncfs,
+    temp_name, unlink_quietly,
 )
 from ._walk import Walker
+
+HOLD_FILES = 8192           # copied files waiting for their rename, at most
+HOLD_BYTES = 256 << 20      # and their data, at most
+HOLD_DIRS = 256             # directory fds kept open for them, at most
+
+
+class _Held(object):
+    """One held step: a copied file's rename (tmp -> name) or, once its
+    files are named, a directory's metadata (frame)."""
+    __slots__ = ('dir_fd', 'tmp', 'name', 'path', 'frame')
+
+    def __init__(self, dir_fd, tmp=None, name=None, path=None, frame=None):
+        self.dir_fd, self.tmp, self.name, self.path, self.frame = dir_fd, tmp, name, path, frame
 
 
 class UpdateTree(Walker):
@@ -35,6 +58,83 @@ class UpdateTree(Walker):
         Walker.__init__(self, policy, preserve, excluder, one_fs, dry_run, report, dest_dev, base)
         self.mirror = mirror
         self.deleted = 0
+        self._held = []             # _Held steps, in the walk's order
+        self._held_dirs = {}        # a directory's dst fd (its Frame's) -> our dup of it, for _held
+        self._held_devs = {}        # st_dev -> a dup on it: what to syncfs (dest may hold mounts)
+        self._held_paths = set()    # the paths of the held files
+        self._held_bytes = 0
+
+    def copy_tree(self, src_fd, dst_fd):
+        try:
+            Walker.copy_tree(self, src_fd, dst_fd)
+            self._flush()
+        finally:
+            self._drop_held()       # after a failure: the old files keep their names
+
+    # ------------------------------------------------------------ held renames
+
+    def _name_new_file(self, dst_fd, tmp, name, path, method, nbytes):
+        if method != 'copy' or self.sync_files:
+            Walker._name_new_file(self, dst_fd, tmp, name, path, method, nbytes)
+            return
+        dup = self._held_dirs.get(dst_fd)
+        if dup is None:
+            dup = self._held_dirs[dst_fd] = os.dup(dst_fd)
+            self._held_devs.setdefault(os.fstat(dup).st_dev, dup)
+        self._held.append(_Held(dup, tmp, name, path))
+        self._held_paths.add(path)
+        self._held_bytes += nbytes
+
+    def _entry(self, frame, dirent):
+        # Here, between entries, so that a failed rename is reported as its own.
+        if len(self._held) >= HOLD_FILES or self._held_bytes >= HOLD_BYTES or len(self._held_dirs) >= HOLD_DIRS:
+            self._flush()
+        return Walker._entry(self, frame, dirent)
+
+    def _finish_dir(self, frame, is_root):
+        dup = self._held_dirs.pop(frame.dst, None)
+        if dup is None:
+            Walker._finish_dir(self, frame, is_root)
+            return
+        # Its metadata after its held files: their renames move its mtime.
+        self._held.append(_Held(dup, path=frame.rel, frame=(frame.rel, frame.meta, frame.existed)))
+        if not is_root:
+            frame.close()
+
+    def _inner_hardlink(self, dst_fd, name, path, first_rel):
+        if first_rel in self._held_paths:
+            self._flush()       # a link to the new file, not to the one it replaces
+        Walker._inner_hardlink(self, dst_fd, name, path, first_rel)
+
+    def _flush(self):
+        """The held files' data on disk, then their names and their
+        directories' metadata, in the walk's order."""
+        for fd in self._held_devs.values():
+            syncfs(fd)
+        named = 0
+        try:
+            for step in self._held:
+                if step.frame is None:
+                    try:
+                        os.rename(step.tmp, step.name, src_dir_fd=step.dir_fd, dst_dir_fd=step.dir_fd)
+                    except OSError as exc:
+                        raise from_oserror(exc, display(step.path), 'rename')
+                else:
+                    rel, meta, existed = step.frame
+                    self._set_dir_meta(step.dir_fd, rel, meta, os.fstat(step.dir_fd) if existed else None)
+                named += 1
+        finally:
+            self._drop_held(named)
+
+    def _drop_held(self, named=0):
+        """Forget the held steps, unlinking the files of those from ``named``
+        on (never named: the old files keep their names), and close our fds."""
+        for step in self._held[named:]:
+            if step.tmp is not None:
+                unlink_quietly(step.dir_fd, step.tmp)
+        for fd in set(step.dir_fd for step in self._held) | set(self._held_dirs.values()):
+            os.close(fd)
+        self._held, self._held_dirs, self._held_devs, self._held_paths, self._held_bytes = [], {}, {}, set(), 0
 
     def _root_existed(self):
         return True

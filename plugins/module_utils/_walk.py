@@ -407,13 +407,18 @@ class Walker(object):
             raise
         os.close(out)
         if tmp != name:
-            try:
-                os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
-            except BaseException:
-                unlink_quietly(dst_fd, tmp)
-                raise
+            self._name_new_file(dst_fd, tmp, name, path, method, nbytes)
         self._count_write(method, nbytes if method == 'copy' else src_meta.size)
         self._report(path, method, src_meta, before)
+
+    def _name_new_file(self, dst_fd, tmp, name, path, method, nbytes):  # pylint: disable=unused-argument
+        """Rename a file written under tmp over its name (_update's walker
+        holds a copy's rename until its data is on disk)."""
+        try:
+            os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
+        except BaseException:
+            unlink_quietly(dst_fd, tmp)
+            raise
 
     def _write_name(self, name):
         """Where new data is written first: a hidden temporary name, renamed

@@ -25,8 +25,10 @@ description:
     renamed over dest, so a failure leaves dest as it was and no temporary file behind. A new tree
     is built under a temporary name and renamed into place when complete.
   - A single file is flushed to disk (C(fsync)) before its rename and a new tree (C(syncfs))
-    before its own, so a crash leaves the old O(dest) or the complete new one. Files updated
-    inside an existing tree are renamed one by one without a flush of each.
+    before its own, so a crash leaves the old O(dest) or the complete new one. Files copied into
+    an existing tree keep their temporary names until a C(syncfs) has put their data on disk
+    (up to 8192 files or 256 MiB at a time), then get their names; clones need no flush. When the
+    module returns, every change is on disk.
   - In a tree, symlinks are copied as symlinks and never followed, hard links inside O(src) stay
     hard links, sparse files stay sparse, fifos and device nodes are recreated, and directories get
     their modification times after their contents. Files in O(dest) that are not in O(src) are left

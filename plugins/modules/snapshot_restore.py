@@ -20,7 +20,9 @@ description:
     a large file comes back at once and shares its blocks with the snapshot), copies elsewhere.
   - Each file is written under a temporary name and renamed over the old one, and a directory
     the target lacks is built aside and renamed into place, so a restore that fails or is killed
-    leaves every path as it was or as restored; running it again completes it.
+    leaves every path as it was or as restored; running it again completes it. A copied file
+    gets its name only once its data is on disk, so a crash right after the restore does not
+    leave it empty either.
   - Before anything of the live tree is overwritten or deleted, a guard snapshot of it is taken
     in the same root (a normal snapshot whose record says it was made before a restore), unless
     O(guard=false). O(snapshot=latest) never means a guard snapshot.
