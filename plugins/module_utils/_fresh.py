@@ -203,9 +203,14 @@ class FreshTree(Walker):
             try:
                 os.link(name, name, src_dir_fd=prev_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
             except OSError as exc:
-                # EMLINK: too many links to that inode; EXDEV: the previous snapshot
-                # is another btrfs subvolume; ENOENT: gone from it meanwhile. A new copy.
-                if exc.errno in (errno.EMLINK, errno.EXDEV, errno.ENOENT):
+                # The previous snapshot's file refuses a link: EPERM (immutable or
+                # append-only, fs.protected_hardlinks for a file not ours), EMLINK (its
+                # link limit); counted, since each costs new space.  EXDEV: it is another
+                # btrfs subvolume; ENOENT: gone from it meanwhile.  New data, all of them.
+                if exc.errno in (errno.EPERM, errno.EMLINK):
+                    self.stats['not_linked'] += 1
+                    return _SAME
+                if exc.errno in (errno.EXDEV, errno.ENOENT):
                     return _SAME
                 raise
         self.stats['xattr_files'] += has_xattrs

@@ -636,6 +636,7 @@ def _make(req, dest_fd, existing, name, dry_run, report, result, about):
                 _fill_new_dir(dest_fd, partial, lambda part_fd: tree.copy_tree(src_fd, part_fd))
                 more['changed_files'] = result['changed_files'] = changed_files(tree.stats, prev_record)
             _note_skipped(req, name, tree.skipped, tree.stats, result, more)
+            _note_not_linked(req, tree.stats, result)
             _record(req, dest_fd, name, method, reason, started, tree.stats, result, dict(about, **more))
         _publish(req, dest_fd, name, build)
         return True
@@ -692,6 +693,15 @@ def _note_skipped(req, name, skipped, stats, result, more):
         result.setdefault('warnings', []).append(
             'skipped %d entries that could not be read or written (on_error=skip); the record %s '
             'names them' % (stats['skipped'], os.path.join(req.dest, name + RECORD)))
+
+
+def _note_not_linked(req, stats, result):
+    """A warning: unchanged files the previous snapshot would not link."""
+    if stats['not_linked']:
+        result.setdefault('warnings', []).append(
+            '%d unchanged files could not be hard-linked to the previous snapshot in %s (operation not '
+            'permitted: immutable or append-only files there, or fs.protected_hardlinks; or too many links) '
+            'and were stored anew: they take space of their own' % (stats['not_linked'], req.dest))
 
 
 def _publish(req, dest_fd, name, build):

@@ -30,6 +30,7 @@ def new_stats():
         'linked': 0, 'reflinked': 0, 'copied': 0, 'hardlinks': 0, 'unchanged': 0,
         'metadata': 0, 'bytes_cloned': 0, 'bytes_copied': 0, 'bytes_linked': 0,
         'changed_during_run': 0, 'xattr_files': 0, 'added': 0, 'modified': 0, 'skipped': 0,
+        'not_linked': 0,
     }
 
 

@@ -269,6 +269,13 @@ stats:
     added: {description: Files with no namesake in the previous snapshot., type: int, returned: always}
     modified: {description: Files whose namesake in the previous snapshot differs (data or metadata)., type: int, returned: always}
     skipped: {description: Entries left out because they could not be read or written (O(on_error=skip))., type: int, returned: always}
+    not_linked:
+      description:
+        - Files unchanged since the previous snapshot that it refused to hard-link (an immutable or
+          append-only file there, C(fs.protected_hardlinks), its link limit); each got new data
+          instead (a copy or a clone), and a warning says how many.
+      type: int
+      returned: always
   sample: {files: 1200, dirs: 80, linked: 1190, reflinked: 0, copied: 10, bytes_copied: 40960,
            bytes_cloned: 0, symlinks: 3, specials: 0, hardlinks: 0, changed_during_run: 0}
 changed_files:

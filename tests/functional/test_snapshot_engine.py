@@ -862,9 +862,35 @@ def test_hardlink_too_many_links_falls_back_to_copy(ext4, workdir, clock):
     res = snap(src, dest, clock, method='hardlink')
     s2 = check_published(dest, res)
     assert res['stats']['linked'] == 1 and res['stats']['copied'] == 1, res['stats']
+    assert res['stats']['not_linked'] == 1 and 'too many links' in res['warnings'][0]
     assert not same_inode(s1 / 'f', s2 / 'f') and same_inode(s1 / 'g', s2 / 'g')
     assert_same_tree(src, s2)
     remove_tree(side)
+
+
+def test_hardlink_to_an_immutable_previous_snapshot_stores_anew(fs, workdir, clock):
+    """Old snapshots made immutable (chattr +i, or +a: a common guard against ransomware)
+    refuse a link even to root (EPERM): those files are stored anew, counted and warned about.
+    They were skipped before: the snapshot came out without them."""
+    work = workdir(fs)
+    src = src_dir(work)
+    for name in ('a', 'b', 'c', 'd'):
+        (src / name).write_bytes(name.encode() * 5000)
+    dest = work / 'snaps'
+    s1 = check_published(dest, snap(src, dest, clock, method='hardlink'))
+    subprocess.run(['chattr', '+i', str(s1 / 'a'), str(s1 / 'b')], check=True)
+    subprocess.run(['chattr', '+a', str(s1 / 'c')], check=True)
+    try:
+        res = snap(src, dest, clock, method='hardlink')
+        s2 = check_published(dest, res)
+        assert res['stats']['not_linked'] == 3 and res['stats']['linked'] == 1, res['stats']
+        assert res['stats']['skipped'] == 0 and res.get('skipped', []) == []
+        assert_same_tree(src, s2)
+        assert same_inode(s1 / 'd', s2 / 'd') and not same_inode(s1 / 'a', s2 / 'a')
+        assert len(res['warnings']) == 1 and res['warnings'][0].startswith(
+            '3 unchanged files could not be hard-linked to the previous snapshot'), res['warnings']
+    finally:
+        subprocess.run(['chattr', '-i', '-a', str(s1 / 'a'), str(s1 / 'b'), str(s1 / 'c')], check=True)
 
 
 def test_btrfs_dest_inside_src_excluded(btrfs, workdir, clock):
